@@ -1,0 +1,115 @@
+//! The admin server: health, readiness, metrics, the live configuration, and reload.
+
+use crate::metrics;
+use crate::runtime::Store;
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub struct Admin {
+    store: Arc<Store>,
+    ready: Arc<AtomicBool>,
+    /// SHA-256 of the admin token, when one is configured.
+    token: Option<[u8; 32]>,
+}
+
+impl Admin {
+    pub fn new(store: Arc<Store>, ready: Arc<AtomicBool>, token: Option<String>) -> Admin {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .map(|t| Sha256::digest(t.as_bytes()).into());
+        Admin { store, ready, token }
+    }
+
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(want) = &self.token else {
+            return true;
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let got: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        // Compare digests without an early exit.
+        got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = r.body().len();
+    r.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+    r
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
+    respond(status, "application/json", v.to_string().into_bytes())
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let open = matches!(path.as_str(), "/healthz" | "/readyz");
+        if !open && !self.authorized(session) {
+            let mut r = json(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": {"status": 401, "code": "unauthorized", "message": "admin token required"}}),
+            );
+            r.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        match (method, path.as_str()) {
+            (Method::GET, "/healthz") => json(StatusCode::OK, json!({"status": "ok"})),
+            (Method::GET, "/readyz") => {
+                if self.ready.load(Ordering::Acquire) {
+                    json(StatusCode::OK, json!({"status": "ready"}))
+                } else {
+                    json(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "starting"}))
+                }
+            }
+            (Method::GET, "/metrics") => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics::render().into_bytes(),
+            ),
+            (Method::GET, "/config") => json(StatusCode::OK, self.store.describe()),
+            (Method::POST, "/reload") => {
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.reload()).await {
+                    Ok(Ok(_)) => json(StatusCode::OK, self.store.describe()),
+                    Ok(Err(problems)) => {
+                        let errors: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+                        json(StatusCode::UNPROCESSABLE_ENTITY, json!({ "errors": errors }))
+                    }
+                    Err(e) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({ "errors": [format!("reload task failed: {e}")] }),
+                    ),
+                }
+            }
+            (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": {"status": 405, "code": "method_not_allowed", "message": "method not allowed"}}),
+            ),
+            _ => json(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"status": 404, "code": "not_found", "message": "no such admin endpoint"}}),
+            ),
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Policy files (`policies/*.yaml`): upstreams, identity, plans and routes. Hot-reloaded.
+
+use super::values::{ClientKey, Dur, MethodName, Size};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamDef>,
+    #[serde(default)]
+    pub jwt_providers: BTreeMap<String, JwtProviderDef>,
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysDef>,
+    #[serde(default)]
+    pub consumers: BTreeMap<String, ConsumerDef>,
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanDef>,
+    #[serde(default)]
+    pub routes: Vec<RouteDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDef {
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub scheme: Scheme,
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsDef>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub hash_key: Option<ClientKey>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub retries: Option<RetriesDef>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerDef>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckDef>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsDef {
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default = "yes")]
+    pub verify: bool,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "default_connect")]
+    pub connect: Dur,
+    #[serde(default = "default_read")]
+    pub read: Dur,
+}
+
+fn default_connect() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+fn default_read() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: default_connect(),
+            read: default_read(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetriesDef {
+    pub attempts: u32,
+    #[serde(default)]
+    pub backoff: Option<Dur>,
+    #[serde(default)]
+    pub max_backoff: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerDef {
+    pub failures: u32,
+    pub open_for: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckDef {
+    pub path: String,
+    pub interval: Dur,
+    #[serde(default)]
+    pub healthy: Option<u32>,
+    #[serde(default)]
+    pub unhealthy: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProviderDef {
+    pub issuer: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<JwtKeyDef>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub jwks_refresh: Option<Dur>,
+    #[serde(default)]
+    pub leeway: Option<Dur>,
+    #[serde(default)]
+    pub consumer_claim: Option<String>,
+    #[serde(default)]
+    pub scopes_claim: Option<String>,
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyDef {
+    #[serde(default)]
+    pub kid: Option<String>,
+    #[serde(default)]
+    pub alg: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub pem_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwk: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysDef {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerDef {
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub client_cert: Option<ClientCertDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertDef {
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanDef {
+    #[serde(default)]
+    pub rate_limits: Vec<LimitDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitDef {
+    pub requests: u64,
+    pub per: Dur,
+    #[serde(default)]
+    pub burst: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDef {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchDef,
+    #[serde(default)]
+    pub auth: Option<AuthDef>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RouteRateLimitDef>,
+    #[serde(default)]
+    pub request: Option<RequestDef>,
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub rewrite: Option<RewriteDef>,
+    #[serde(default)]
+    pub aggregate: Option<AggregateDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchDef {
+    #[serde(default)]
+    pub host: Option<String>,
+    pub path: String,
+    #[serde(default)]
+    pub methods: Option<Vec<MethodName>>,
+}
+
+/// `auth: none`, or a list of methods of which any one suffices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthDef {
+    None,
+    AnyOf(Vec<AuthMethod>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMethod {
+    Jwt(String),
+    ApiKey,
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "api_key" => Ok(AuthMethod::ApiKey),
+            _ => match s.strip_prefix("jwt:") {
+                Some(p) if !p.is_empty() => Ok(AuthMethod::Jwt(p.to_string())),
+                _ => Err(format!(
+                    "invalid auth method {s:?}: expected jwt:PROVIDER or api_key (or `auth: none`)"
+                )),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw = Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("auth must be `none` or a list such as [jwt:corp, api_key]")
+        })?;
+        let items = match raw {
+            Raw::One(s) if s == "none" => return Ok(AuthDef::None),
+            Raw::One(s) => vec![s],
+            Raw::Many(v) => v,
+        };
+        if items.is_empty() {
+            return Err(de::Error::custom(
+                "auth list is empty: name at least one method, or write `auth: none`",
+            ));
+        }
+        items
+            .iter()
+            .map(|s| s.parse().map_err(de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(AuthDef::AnyOf)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRateLimitDef {
+    #[serde(default = "consumer_key")]
+    pub key: ClientKey,
+    pub limits: Vec<LimitDef>,
+}
+
+fn consumer_key() -> ClientKey {
+    ClientKey::Consumer
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDef {
+    #[serde(default)]
+    pub max_body: Option<Size>,
+    #[serde(default)]
+    pub schema: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub query_schema: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub headers: Option<HeaderOpsDef>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOpsDef {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteDef {
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateDef {
+    pub timeout: Dur,
+    pub calls: Vec<CallDef>,
+    #[serde(default)]
+    pub merge: Merge,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Merge {
+    #[default]
+    Nest,
+    Root,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CallDef {
+    pub name: String,
+    pub upstream: String,
+    pub path: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub method: Option<MethodName>,
+    #[serde(default)]
+    pub body: Option<String>,
+}

@@ -1,0 +1,122 @@
+//! Demo upstream services built into the binary, for `gateway demo`: a users service and
+//! an orders service on loopback, each with slow, failing and echo endpoints.
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::services::listening::Service;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Where the demo services listen; `policies/` points its upstreams here.
+pub const ADDRS: [&str; 2] = ["127.0.0.1:9001", "127.0.0.1:9002"];
+
+/// Longest delay `/slow` accepts.
+const MAX_SLOW_MS: u64 = 30_000;
+/// Largest request body the echo endpoint reads.
+const MAX_ECHO_BODY: usize = 1 << 20;
+
+pub struct DemoService {
+    name: &'static str,
+}
+
+fn query<'a>(session: &'a ServerSession, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let q = session.req_header().uri.query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Vec<u8>> {
+    let bytes = body.to_string().into_bytes();
+    let mut r = Response::new(bytes);
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let len = r.body().len();
+    r.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+    r
+}
+
+impl DemoService {
+    fn user(id: &str) -> Value {
+        let n: u64 = id.bytes().map(u64::from).sum();
+        json!({"id": id, "name": format!("User {id}"), "team_id": format!("team-{}", n % 7)})
+    }
+
+    fn orders(user: &str) -> Value {
+        json!({"user": user, "orders": [
+            {"id": format!("{user}-1"), "total": 42.5, "status": "shipped"},
+            {"id": format!("{user}-2"), "total": 7.25, "status": "pending"}
+        ]})
+    }
+
+    async fn echo(&self, session: &mut ServerSession) -> Value {
+        let mut body_bytes = 0usize;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            body_bytes += chunk.len();
+            if body_bytes > MAX_ECHO_BODY {
+                break;
+            }
+        }
+        let req = session.req_header();
+        let headers: serde_json::Map<String, Value> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
+            .collect();
+        json!({
+            "service": self.name,
+            "method": req.method.as_str(),
+            "path": req.uri.path(),
+            "query": req.uri.query(),
+            "headers": headers,
+            "body_bytes": body_bytes,
+        })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for DemoService {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segs.as_slice() {
+            ["healthz"] => json_response(StatusCode::OK, json!({"status": "ok", "service": self.name})),
+            ["users", id] => json_response(StatusCode::OK, Self::user(id)),
+            ["orders"] => {
+                let user = query(session, "user").unwrap_or_default().into_owned();
+                json_response(StatusCode::OK, Self::orders(&user))
+            }
+            ["slow"] => {
+                let ms = query(session, "ms")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1000)
+                    .min(MAX_SLOW_MS);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                json_response(StatusCode::OK, json!({"slept_ms": ms, "service": self.name}))
+            }
+            ["fail"] => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "the demo service failed on purpose", "service": self.name}),
+            ),
+            _ => {
+                let v = self.echo(session).await;
+                json_response(StatusCode::OK, v)
+            }
+        }
+    }
+}
+
+/// The demo services, ready to add to a server.
+pub fn services() -> Vec<Service<DemoService>> {
+    [("users", ADDRS[0]), ("orders", ADDRS[1])]
+        .into_iter()
+        .map(|(name, addr)| {
+            let mut svc = Service::new(format!("demo {name}"), DemoService { name });
+            svc.add_tcp(addr);
+            svc
+        })
+        .collect()
+}

@@ -1,0 +1,92 @@
+//! The gateway's own errors and the one function that turns them into a response.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+
+/// A failure the gateway answers itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed { allow: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the upstream refused or reset the connection")]
+    BadGateway,
+    #[error("no upstream target is available")]
+    UpstreamUnavailable,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("internal error")]
+    Internal,
+}
+
+/// What an error looks like on the wire.
+pub struct ErrorResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl GatewayError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use GatewayError::*;
+        match self {
+            NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BadGateway => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            UpstreamUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+            UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    /// The JSON error body and any headers this error requires (such as `Allow`).
+    pub fn to_response(&self, request_id: &str) -> ErrorResponse {
+        let (status, code) = self.status_and_code();
+        let body = json!({
+            "error": {
+                "status": status.as_u16(),
+                "code": code,
+                "message": self.to_string(),
+                "request_id": request_id,
+            }
+        });
+        let mut headers = Vec::new();
+        if let GatewayError::MethodNotAllowed { allow } = self {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                headers.push((http::header::ALLOW, v));
+            }
+        }
+        ErrorResponse {
+            status,
+            headers,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape() {
+        let r = GatewayError::MethodNotAllowed {
+            allow: "GET, HEAD".into(),
+        }
+        .to_response("rid");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.headers[0].1, "GET, HEAD");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], "method_not_allowed");
+        assert_eq!(v["error"]["status"], 405);
+        assert_eq!(v["error"]["request_id"], "rid");
+    }
+}

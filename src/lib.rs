@@ -1,0 +1,18 @@
+//! An API gateway on Cloudflare's Pingora.
+//!
+//! A request flows through: [`proxy`] (phase dispatch) → [`proxy::admit`] (identity, route,
+//! size limits) → [`upstream`] (target selection) → [`proxy::forward`] (headers, rewrite)
+//! → [`proxy::log`] (metrics, access log). Policy comes from [`config`], compiled once into a
+//! [`runtime::Snapshot`] held by [`runtime::Store`].
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+pub mod template;
+pub mod upstream;

@@ -1,0 +1,56 @@
+//! Prometheus metrics; the names are part of the contract (SPEC.md, "Metrics").
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
+    IntCounterVec, IntGauge, TextEncoder,
+};
+use std::sync::LazyLock;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $init:expr) => {
+        #[allow(clippy::expect_used)]
+        pub static $name: LazyLock<$ty> =
+            LazyLock::new(|| $init.expect("metric names are static and registered once"));
+    };
+}
+
+metric!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "gateway_requests_total", "Requests answered, by route, method and status.",
+    &["route", "method", "status"]));
+metric!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+    "gateway_request_duration_seconds", "Time from request start to the last byte sent.",
+    &["route"], LATENCY_BUCKETS.to_vec()));
+metric!(UPSTREAM_DURATION: HistogramVec = register_histogram_vec!(
+    "gateway_upstream_duration_seconds", "Time from upstream peer selection to the response header.",
+    &["upstream"], LATENCY_BUCKETS.to_vec()));
+metric!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "gateway_upstream_errors_total", "Upstream failures by kind (connect, timeout, reset, status).",
+    &["upstream", "kind"]));
+metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "gateway_config_reloads_total", "Policy reloads by result (success, failure).",
+    &["result"]));
+metric!(CONFIG_GENERATION: IntGauge = register_int_gauge!(
+    "gateway_config_generation", "Generation of the live policy set."));
+
+/// Makes every metric exist from the start so that scrapes see them before traffic.
+pub fn init() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&UPSTREAM_DURATION);
+    LazyLock::force(&UPSTREAM_ERRORS);
+    LazyLock::force(&CONFIG_GENERATION);
+    for r in ["success", "failure"] {
+        CONFIG_RELOADS.with_label_values(&[r]);
+    }
+}
+
+/// The Prometheus text exposition of every registered metric.
+pub fn render() -> String {
+    TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"))
+}

@@ -1,0 +1,62 @@
+//! Per-request state, shared by every phase of one request.
+
+use crate::error::GatewayError;
+use crate::runtime::{Route, Snapshot};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Route label for requests that matched no route.
+pub const UNMATCHED: &str = "_unmatched";
+
+pub struct Ctx {
+    /// The policy generation this request runs under, from its first phase to its last.
+    pub snapshot: Arc<Snapshot>,
+    pub started: Instant,
+    pub request_id: String,
+    pub traceparent: String,
+    pub client_ip: Option<IpAddr>,
+    /// Index into `snapshot.routes`.
+    pub route: Option<usize>,
+    /// Path parameter values, in the route pattern's order.
+    pub params: Vec<String>,
+    pub target: Option<String>,
+    pub upstream_started: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    /// A failure the gateway decided on; `fail_to_proxy` answers with it.
+    pub error: Option<GatewayError>,
+    pub body_bytes: u64,
+    pub tls: bool,
+}
+
+impl Ctx {
+    pub fn new(snapshot: Arc<Snapshot>) -> Ctx {
+        Ctx {
+            snapshot,
+            started: Instant::now(),
+            request_id: String::new(),
+            traceparent: String::new(),
+            client_ip: None,
+            route: None,
+            params: Vec::new(),
+            target: None,
+            upstream_started: None,
+            upstream_status: None,
+            error: None,
+            body_bytes: 0,
+            tls: false,
+        }
+    }
+
+    pub fn route(&self) -> Option<&Route> {
+        self.route.and_then(|i| self.snapshot.routes.get(i))
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route().map_or(UNMATCHED, |r| &r.name)
+    }
+
+    pub fn upstream_name(&self) -> Option<&str> {
+        self.route().map(|r| &*r.upstream.name)
+    }
+}

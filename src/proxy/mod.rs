@@ -1,0 +1,216 @@
+//! The `ProxyHttp` implementation: a thin dispatcher that hands each phase to its module.
+
+pub mod admit;
+pub mod ctx;
+pub mod forward;
+pub mod ids;
+pub mod log;
+pub mod respond;
+pub mod router;
+
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::runtime::Store;
+use async_trait::async_trait;
+use bytes::Bytes;
+use ctx::Ctx;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The gateway's proxy logic, one instance per listener.
+pub struct Gateway {
+    store: Arc<Store>,
+}
+
+impl Gateway {
+    pub fn new(store: Arc<Store>) -> Self {
+        Gateway { store }
+    }
+}
+
+/// A Pingora error that stands for a `GatewayError` already stored in the context.
+fn gateway_failure(ctx: &mut Ctx, err: GatewayError) -> Box<Error> {
+    let msg = err.to_string();
+    ctx.error = Some(err);
+    Error::explain(ErrorType::InternalError, msg)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.store.load())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.tls = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        match admit::admit(session.req_header(), ctx) {
+            admit::Outcome::Proxy => Ok(false),
+            admit::Outcome::Reject(err) => {
+                respond::write_error(session, ctx, &err).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route() else {
+            return Err(gateway_failure(ctx, GatewayError::NoRoute));
+        };
+        let upstream = route.upstream.clone();
+        let key = if upstream.hashes() {
+            upstream_key(session, ctx, &upstream.hash_key)
+        } else {
+            Vec::new()
+        };
+        let Some(backend) = upstream.select(&key) else {
+            return Err(gateway_failure(ctx, GatewayError::UpstreamUnavailable));
+        };
+        ctx.target = Some(backend.addr.to_string());
+        ctx.upstream_started = Some(Instant::now());
+        Ok(upstream.peer(&backend))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A fresh connection that fails is not retried: retry policy is per upstream.
+        e.set_retry(false);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        forward::upstream_request(session.req_header(), up, ctx);
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            if let Err(err) = admit::count_body(ctx, b.len()) {
+                return Err(gateway_failure(ctx, err));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if let (Some(up), Some(t)) = (ctx.upstream_name(), ctx.upstream_started) {
+            metrics::UPSTREAM_DURATION
+                .with_label_values(&[up])
+                .observe(t.elapsed().as_secs_f64());
+            if resp.status.is_server_error() {
+                metrics::UPSTREAM_ERRORS.with_label_values(&[up, "status"]).inc();
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        forward::client_response(resp, ctx);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = match ctx.error.take() {
+            Some(err) => Some(err),
+            None => respond::classify(e, ctx),
+        };
+        let code = match &err {
+            Some(err) if session.response_written().is_none() => {
+                respond::write_error(session, ctx, err).await
+            }
+            Some(err) => err.status_and_code().0.as_u16(),
+            None => 0,
+        };
+        ctx.error = err;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // The gateway's own refusals are reported by the access log, not as errors.
+        matches!(
+            ctx.error,
+            Some(GatewayError::BodyTooLarge { .. }) | Some(GatewayError::UpstreamUnavailable)
+        )
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        // Path only: a query string may carry a credential.
+        let req = session.req_header();
+        format!(
+            "{} {} route={} request_id={}",
+            req.method,
+            req.uri.path(),
+            ctx.route_name(),
+            ctx.request_id
+        )
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        log::finish(session, ctx, status);
+    }
+}
+
+/// The consistent-hashing key for this request.
+fn upstream_key(session: &Session, ctx: &Ctx, key: &crate::config::values::ClientKey) -> Vec<u8> {
+    use crate::config::values::ClientKey;
+    match key {
+        ClientKey::Header(h) => session
+            .req_header()
+            .headers
+            .get(h)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        // Without authentication there is no consumer: hash on the client's address.
+        ClientKey::ClientIp | ClientKey::Consumer => ctx
+            .client_ip
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,68 @@
+//! Writing the gateway's own error responses, and classifying Pingora's errors into them.
+
+use super::ctx::Ctx;
+use crate::error::GatewayError;
+use crate::metrics;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Writes `err` as the contract's JSON error. Returns the status written.
+pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError) -> u16 {
+    let r = err.to_response(&ctx.request_id);
+    let status = r.status.as_u16();
+    let Ok(mut head) = ResponseHeader::build(r.status, Some(5)) else {
+        return status;
+    };
+    let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
+    let _ = head.insert_header(http::header::CONTENT_LENGTH, r.body.len());
+    let _ = head.insert_header("x-request-id", ctx.request_id.as_str());
+    for (k, v) in r.headers {
+        let _ = head.insert_header(k, v);
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    if let Err(e) = session.write_response_header(Box::new(head), head_only).await {
+        tracing::debug!(error = %e, "could not write error response header");
+        return status;
+    }
+    if !head_only {
+        if let Err(e) = session.write_response_body(Some(r.body), true).await {
+            tracing::debug!(error = %e, "could not write error response body");
+        }
+    }
+    status
+}
+
+/// The answer for a Pingora error, or `None` when the client is gone and nothing can be
+/// written. Upstream failures are counted by kind.
+pub fn classify(e: &Error, ctx: &Ctx) -> Option<GatewayError> {
+    use ErrorType::*;
+    match e.esource() {
+        ErrorSource::Upstream => {
+            let (err, kind) = match e.etype() {
+                ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+                    let kind = if matches!(e.etype(), ConnectTimedout) { "connect" } else { "timeout" };
+                    (GatewayError::UpstreamTimeout, kind)
+                }
+                ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
+                | TLSHandshakeFailure | ConnectProxyFailure | InvalidCert => {
+                    (GatewayError::BadGateway, "connect")
+                }
+                _ => (GatewayError::BadGateway, "reset"),
+            };
+            if let Some(up) = ctx.upstream_name() {
+                metrics::UPSTREAM_ERRORS.with_label_values(&[up, kind]).inc();
+            }
+            Some(err)
+        }
+        ErrorSource::Downstream => match e.etype() {
+            ReadError | WriteError | ConnectionClosed => None,
+            ReadTimedout | WriteTimedout => None,
+            _ => Some(GatewayError::BadRequest("the request could not be read".into())),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
+            HTTPStatus(400) => Some(GatewayError::BadRequest("malformed request".into())),
+            _ => Some(GatewayError::Internal),
+        },
+    }
+}

@@ -1,0 +1,323 @@
+//! Compiles a parsed policy set into a [`Snapshot`]: every cross-reference checked, every
+//! route, template and upstream pool built, all problems reported together with file:line.
+
+use super::snapshot::{Rewrite, Route, Settings, Snapshot};
+use crate::config::policy::{AuthDef, RouteDef};
+use crate::config::{GatewayConfig, PolicySet, PolicySource, Problems};
+use crate::proxy::router::{HostPattern, PathPattern, Router};
+use crate::template::{Scope, Template};
+use crate::upstream::Upstream;
+use http::{HeaderName, HeaderValue, Method};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+const NOT_YET: &str = "is not supported yet";
+
+/// Parts of gateway.yaml that a later feature will implement: refused, never ignored.
+pub fn check_gateway(gw: &GatewayConfig) -> Problems {
+    let mut p = Problems::default();
+    for (i, l) in gw.file.listeners.iter().enumerate() {
+        if l.tls.is_some() {
+            p.push(gw.problem(&format!("listeners.{i}.tls"), format!("listener TLS {NOT_YET}")));
+        }
+    }
+    if let Some(store) = &gw.file.rate_limit_store {
+        if store.backend != crate::config::gateway::StoreBackend::Memory || store.redis.is_some() {
+            p.push(gw.problem("rate_limit_store", format!("the redis rate-limit store {NOT_YET}")));
+        }
+    }
+    if gw.file.limits.header_timeout.is_some() {
+        p.push(gw.problem("limits.header_timeout", format!("limits.header_timeout {NOT_YET}")));
+    }
+    p
+}
+
+/// The compiled set, or every problem found.
+pub fn compile(
+    gw: &GatewayConfig,
+    set: &PolicySet,
+    prev: Option<&Snapshot>,
+    generation: u64,
+) -> Result<Snapshot, Problems> {
+    let mut problems = Problems::default();
+    refuse_unsupported(set, &mut problems);
+    let upstreams = build_upstreams(set, prev, &mut problems);
+    let settings = Arc::new(Settings {
+        max_body: gw.file.limits.max_body.0,
+        trusted_proxies: gw.file.trusted_proxies.clone(),
+    });
+
+    let mut router = Router::default();
+    let mut routes = Vec::new();
+    let mut seen: HashMap<&str, &PolicySource> = HashMap::new();
+    let mut shapes: HashMap<(HostPattern, PathPattern), Vec<(String, Option<Vec<Method>>)>> =
+        HashMap::new();
+    for src in &set.sources {
+        for (i, def) in src.file.routes.iter().enumerate() {
+            let at = format!("routes.{i}");
+            if let Some(first) = seen.insert(&def.name, src) {
+                problems.push(src.problem(
+                    &format!("{at}.name"),
+                    format!(
+                        "route name {:?} is defined twice (first in {})",
+                        def.name,
+                        first.path.display()
+                    ),
+                ));
+                continue;
+            }
+            let Some(c) = compile_route(src, &at, def, &upstreams, &settings, &mut problems) else {
+                continue;
+            };
+            let methods = def
+                .matcher
+                .methods
+                .as_ref()
+                .map(|ms| ms.iter().map(|m| m.0.clone()).collect::<Vec<_>>());
+            let same = shapes.entry((c.host.clone(), c.path.clone())).or_default();
+            if let Some((other, _)) = same.iter().find(|(_, m)| overlaps(m, &methods)) {
+                problems.push(src.problem(
+                    &format!("{at}.match"),
+                    format!("route {:?} matches the same requests as route {other:?}", def.name),
+                ));
+            }
+            same.push((def.name.clone(), methods.clone()));
+            router.add(routes.len(), &c.host, &c.path, methods);
+            routes.push(c.route);
+        }
+    }
+    problems.into_result(())?;
+    Ok(Snapshot {
+        generation,
+        hash: set.hash.clone(),
+        loaded_at: SystemTime::now(),
+        router,
+        routes,
+        upstreams,
+        settings,
+    })
+}
+
+fn overlaps(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => true,
+    }
+}
+
+/// Sections whose features have not landed: parsed (so typos are caught) but refused.
+fn refuse_unsupported(set: &PolicySet, p: &mut Problems) {
+    for src in &set.sources {
+        let f = &src.file;
+        let mut refuse = |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
+        if !f.jwt_providers.is_empty() {
+            refuse("jwt_providers", "jwt_providers (JWT authentication)");
+        }
+        if f.api_keys.is_some() {
+            refuse("api_keys", "api_keys (API-key authentication)");
+        }
+        if !f.consumers.is_empty() {
+            refuse("consumers", "consumers");
+        }
+        if !f.plans.is_empty() {
+            refuse("plans", "plans (rate limiting)");
+        }
+        for (name, u) in &f.upstreams {
+            let at = format!("upstreams.{name}");
+            if u.scheme != crate::config::policy::Scheme::Http || u.tls.is_some() {
+                refuse(&at, "upstream TLS (scheme https, tls)");
+            }
+            if u.retries.is_some() {
+                refuse(&format!("{at}.retries"), "retries");
+            }
+            if u.circuit_breaker.is_some() {
+                refuse(&format!("{at}.circuit_breaker"), "circuit_breaker");
+            }
+            if u.health_check.is_some() {
+                refuse(&format!("{at}.health_check"), "health_check");
+            }
+        }
+        for (i, r) in f.routes.iter().enumerate() {
+            let at = format!("routes.{i}");
+            if matches!(r.auth, Some(AuthDef::AnyOf(_))) {
+                refuse(&format!("{at}.auth"), "authentication (jwt, api_key)");
+            }
+            if !r.scopes.is_empty() {
+                refuse(&format!("{at}.scopes"), "scopes");
+            }
+            if r.rate_limit.is_some() {
+                refuse(&format!("{at}.rate_limit"), "rate_limit");
+            }
+            if let Some(req) = &r.request {
+                if req.schema.is_some() {
+                    refuse(&format!("{at}.request.schema"), "request.schema (JSON Schema validation)");
+                }
+                if req.query_schema.is_some() {
+                    refuse(&format!("{at}.request.query_schema"), "request.query_schema");
+                }
+            }
+            if r.aggregate.is_some() {
+                refuse(&format!("{at}.aggregate"), "aggregate (backend-for-frontend)");
+            }
+        }
+    }
+}
+
+/// Builds every upstream, reusing the previous generation's pool when its definition is
+/// unchanged (so connection pools and, later, health and breaker state survive reloads).
+fn build_upstreams(
+    set: &PolicySet,
+    prev: Option<&Snapshot>,
+    p: &mut Problems,
+) -> BTreeMap<String, Arc<Upstream>> {
+    let mut out: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
+    let mut origin: HashMap<&str, &PolicySource> = HashMap::new();
+    for src in &set.sources {
+        for (name, def) in &src.file.upstreams {
+            let at = format!("upstreams.{name}");
+            if let Some(first) = origin.insert(name, src) {
+                p.push(src.problem(
+                    &at,
+                    format!("upstream {name:?} is defined twice (first in {})", first.path.display()),
+                ));
+                continue;
+            }
+            let reused = prev
+                .and_then(|s| s.upstreams.get(name))
+                .filter(|u| u.def == *def)
+                .cloned();
+            let built = match reused {
+                Some(u) => Ok(u),
+                None => Upstream::build(name, def).map(Arc::new),
+            };
+            match built {
+                Ok(u) => {
+                    out.insert(name.clone(), u);
+                }
+                Err(e) => p.push(src.problem(&format!("{at}.targets"), format!("upstream {name:?}: {e}"))),
+            }
+        }
+    }
+    out
+}
+
+struct Compiled {
+    host: HostPattern,
+    path: PathPattern,
+    route: Route,
+}
+
+fn compile_route(
+    src: &PolicySource,
+    at: &str,
+    def: &RouteDef,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    settings: &Settings,
+    p: &mut Problems,
+) -> Option<Compiled> {
+    let mut errs: Vec<(&str, String)> = Vec::new();
+    let mut err = |field: &'static str, msg: String| errs.push((field, msg));
+    if def.name.is_empty() {
+        err(".name", "the name is empty".into());
+    }
+    if def.auth.is_none() {
+        err("", "`auth` is required: list methods such as [jwt:corp, api_key], or write `auth: none` for a public route".into());
+    }
+    let host = HostPattern::parse(def.matcher.host.as_deref())
+        .map_err(|e| err(".match.host", e))
+        .ok();
+    let path = PathPattern::parse(&def.matcher.path)
+        .map_err(|e| err(".match.path", e))
+        .ok();
+    if matches!(&def.matcher.methods, Some(m) if m.is_empty()) {
+        err(".match.methods", "the method list is empty; leave it out to allow any method".into());
+    }
+    let upstream = match (&def.upstream, &def.aggregate) {
+        (Some(u), None) => match upstreams.get(u) {
+            Some(up) => Some(up.clone()),
+            None => {
+                err(".upstream", format!("unknown upstream {u:?}"));
+                None
+            }
+        },
+        (None, Some(_)) => None,
+        _ => {
+            err("", "a route has exactly one of `upstream` and `aggregate`".into());
+            None
+        }
+    };
+    let params = path.as_ref().map(|p| p.params()).unwrap_or_default();
+    let scope = Scope {
+        path_params: &params,
+        claims: false,
+        consumer: false,
+    };
+    let rewrite = match &def.rewrite {
+        None => Rewrite::None,
+        Some(r) => match (&r.strip_prefix, &r.path) {
+            (Some(prefix), None) if prefix.starts_with('/') && prefix.len() > 1 => {
+                Rewrite::StripPrefix(prefix.trim_end_matches('/').to_string())
+            }
+            (Some(_), None) => {
+                err(".rewrite.strip_prefix", "strip_prefix must start with `/` and not be `/` alone".into());
+                Rewrite::None
+            }
+            (None, Some(t)) => match Template::compile(t, &scope) {
+                Ok(t) => Rewrite::Path(t),
+                Err(e) => {
+                    err(".rewrite.path", e);
+                    Rewrite::None
+                }
+            },
+            _ => {
+                err(".rewrite", "rewrite takes exactly one of `strip_prefix` and `path`".into());
+                Rewrite::None
+            }
+        },
+    };
+    let req = def.request.clone().unwrap_or_default();
+    let ops = req.headers.unwrap_or_default();
+    let mut set_headers = Vec::new();
+    for (k, v) in &ops.set {
+        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            (Ok(k), Ok(v)) => set_headers.push((k, v)),
+            _ => err(".request.headers.set", format!("invalid header {k:?}: {v:?}")),
+        }
+    }
+    let mut remove_headers = Vec::new();
+    for k in &ops.remove {
+        match HeaderName::from_bytes(k.as_bytes()) {
+            Ok(k) => remove_headers.push(k),
+            Err(_) => err(".request.headers.remove", format!("invalid header name {k:?}")),
+        }
+    }
+    if !errs.is_empty() {
+        for (field, msg) in errs {
+            p.push(src.problem(&format!("{at}{field}"), format!("route {:?}: {msg}", def.name)));
+        }
+        return None;
+    }
+    Some(Compiled {
+        host: host?,
+        path: path?,
+        route: Route {
+            name: def.name.as_str().into(),
+            upstream: upstream?,
+            rewrite,
+            set_headers,
+            remove_headers,
+            max_body: req.max_body.map(|s| s.0).unwrap_or(settings.max_body),
+        },
+    })
+}
+
+/// Everything `gateway check` and a reload verify, in one call.
+pub fn load_and_compile(
+    gw: &GatewayConfig,
+    prev: Option<&Snapshot>,
+    generation: u64,
+) -> Result<Snapshot, Problems> {
+    let set = crate::config::load_policies(&gw.policies_path())?;
+    compile(gw, &set, prev, generation)
+}

@@ -1,0 +1,9 @@
+//! Runtime state: the compiled [`Snapshot`], how it is compiled, and the store that swaps
+//! whole generations atomically.
+
+pub mod compile;
+pub mod snapshot;
+pub mod store;
+
+pub use snapshot::{Route, Settings, Snapshot};
+pub use store::Store;

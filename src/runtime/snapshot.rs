@@ -1,0 +1,60 @@
+//! The immutable, compiled policy set that every request reads from.
+
+use crate::proxy::router::Router;
+use crate::template::Template;
+use crate::upstream::Upstream;
+use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Process settings from gateway.yaml that the request path needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_body: u64,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Settings {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+#[derive(Debug)]
+pub enum Rewrite {
+    None,
+    StripPrefix(String),
+    Path(Template),
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub rewrite: Rewrite,
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    pub remove_headers: Vec<HeaderName>,
+    pub max_body: u64,
+}
+
+/// A whole generation of compiled policy.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub hash: String,
+    pub loaded_at: SystemTime,
+    pub router: Router,
+    pub routes: Vec<Route>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub settings: Arc<Settings>,
+}
+
+impl Snapshot {
+    pub fn route_names(&self) -> Vec<&str> {
+        self.routes.iter().map(|r| &*r.name).collect()
+    }
+}

@@ -1,0 +1,160 @@
+//! Assembles the Pingora server: one proxy service per listener, the admin service, the
+//! readiness probe and, for `gateway demo`, the demo upstreams.
+
+use crate::admin::Admin;
+use crate::config::{self, GatewayConfig, Problems};
+use crate::proxy::Gateway;
+use crate::runtime::compile::check_gateway;
+use crate::runtime::Store;
+use crate::{demo, logging, metrics};
+use async_trait::async_trait;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// Take over the listening sockets of a running gateway (zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Also start the demo upstream services.
+    pub demo: bool,
+}
+
+/// Loads and checks everything `run` would, without starting anything.
+pub fn check(path: &std::path::Path) -> Result<(GatewayConfig, Store), Problems> {
+    let gw = config::load_gateway(path)?;
+    let mut problems = check_gateway(&gw);
+    let store = match Store::open(gw.clone()) {
+        Ok(s) => Some(s),
+        Err(p) => {
+            problems.extend(p);
+            None
+        }
+    };
+    match store {
+        Some(s) if problems.is_empty() => Ok((gw, s)),
+        _ => Err(problems),
+    }
+}
+
+/// Waits until every listener accepts connections, then marks the gateway ready.
+struct Readiness {
+    addrs: Vec<SocketAddr>,
+    ready: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        for addr in &self.addrs {
+            let mut probe = *addr;
+            if probe.ip().is_unspecified() {
+                probe.set_ip(match probe {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            loop {
+                if tokio::net::TcpStream::connect(probe).await.is_ok() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+        self.ready.store(true, Ordering::Release);
+        tracing::info!(listeners = self.addrs.len(), "gateway ready");
+    }
+}
+
+/// Fails early, with a clear message, when an address is already taken.
+fn check_bindable(addrs: &[SocketAddr]) -> Result<(), String> {
+    for a in addrs {
+        std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs the gateway until it is told to stop. Returns an error message for start-up
+/// failures; never returns once the server is running.
+pub fn run(opts: RunOptions) -> Result<(), String> {
+    let (gw, store) = check(&opts.config).map_err(|p| p.to_string())?;
+    let _log_guard = logging::init(&gw.file.log);
+    metrics::init();
+
+    let mut addrs: Vec<SocketAddr> = gw.file.listeners.iter().map(|l| l.bind).collect();
+    if let Some(a) = &gw.file.admin {
+        addrs.push(a.bind);
+    }
+    if opts.demo {
+        addrs.extend(demo::ADDRS.iter().filter_map(|a| a.parse::<SocketAddr>().ok()));
+    }
+    if !opts.upgrade {
+        check_bindable(&addrs)?;
+    }
+
+    let mut conf = ServerConf::default();
+    if let Some(t) = gw.file.threads {
+        conf.threads = t;
+    }
+    let grace = gw.file.shutdown_grace.map_or(10, |d| d.0.as_secs().max(1));
+    conf.grace_period_seconds = Some(grace);
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    conf.upgrade_sock = format!("/tmp/gateway-upgrade-{}.sock", gw.file.listeners[0].bind.port());
+    conf.pid_file = format!("/tmp/gateway-{}.pid", gw.file.listeners[0].bind.port());
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let store = Arc::new(store);
+    for l in &gw.file.listeners {
+        let mut svc = pingora_proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Gateway::new(store.clone()),
+            &format!("listener {}", l.name),
+        );
+        svc.add_tcp(&l.bind.to_string());
+        server.add_service(svc);
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(a) = &gw.file.admin {
+        let token = a.token_env.as_ref().and_then(|v| std::env::var(v).ok());
+        let mut svc = Service::new(
+            "admin".to_string(),
+            Admin::new(store.clone(), ready.clone(), token),
+        );
+        svc.add_tcp(&a.bind.to_string());
+        server.add_service(svc);
+    }
+    if opts.demo {
+        for svc in demo::services() {
+            server.add_service(svc);
+        }
+    }
+    server.add_service(background_service(
+        "readiness",
+        Readiness {
+            addrs: gw.file.listeners.iter().map(|l| l.bind).collect(),
+            ready,
+        },
+    ));
+    tracing::info!(
+        config = %opts.config.display(),
+        generation = store.load().generation,
+        routes = store.load().routes.len(),
+        "gateway starting"
+    );
+    server.run_forever()
+}
