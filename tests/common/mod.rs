@@ -1,0 +1,238 @@
+//! Integration harness: the real `gateway` binary on free loopback ports, real upstream
+//! HTTP servers (axum) started by the test, a temporary configuration directory.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use upstream::Upstream;
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gateway")
+}
+
+/// A configuration directory: gateway.yaml plus policies/.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub admin: u16,
+}
+
+impl ConfigDir {
+    /// `extra` is appended to gateway.yaml (for example `limits: ...`).
+    pub fn new(extra: &str, policies: &[(&str, &str)]) -> ConfigDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let admin = free_port();
+        let gw = format!(
+            "listeners:\n  - name: public\n    bind: 127.0.0.1:{port}\nadmin:\n  bind: 127.0.0.1:{admin}\npolicies: policies/\nthreads: 2\nshutdown_grace: 1s\n{extra}"
+        );
+        std::fs::write(dir.path().join("gateway.yaml"), gw).expect("write gateway.yaml");
+        std::fs::create_dir(dir.path().join("policies")).expect("mkdir policies");
+        let c = ConfigDir { dir, port, admin };
+        for (name, text) in policies {
+            c.write_policy(name, text);
+        }
+        c
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn gateway_yaml(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    pub fn write_policy(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join("policies").join(name), text).expect("write policy");
+    }
+
+    /// Runs `gateway check`; returns (exit success, stdout + stderr).
+    pub fn check(&self) -> (bool, String) {
+        let out = Command::new(bin())
+            .args(["check", "-c"])
+            .arg(self.gateway_yaml())
+            .output()
+            .expect("run gateway check");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+}
+
+/// A running gateway process; killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub config: ConfigDir,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts `gateway run` on a fresh configuration and waits until `/readyz` is 200.
+    pub async fn start(extra: &str, policies: &[(&str, &str)]) -> Gateway {
+        Self::start_in(ConfigDir::new(extra, policies), &[]).await
+    }
+
+    pub async fn start_in(config: ConfigDir, env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "-c"])
+            .arg(config.gateway_yaml())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn gateway");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let gw = Gateway {
+            child,
+            config,
+            lines,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        let url = self.admin_url("/readyz");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = client();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gateway did not become ready; output:\n{}", self.output());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.config.port, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.config.admin, path)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.config.port))
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Parsed JSON access-log lines so far.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "access")
+            .collect()
+    }
+
+    /// Waits until an access-log line satisfies `pred`.
+    pub async fn wait_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(v) = self.access_log().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("no matching access-log line; output:\n{}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that never uses a proxy from the environment.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+/// Sends raw bytes and returns everything the server answers until it closes or goes
+/// quiet for `quiet`.
+pub fn raw(addr: SocketAddr, request: &[u8], quiet: Duration) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(quiet)).expect("timeout");
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1.1 answer.
+pub fn raw_status(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
