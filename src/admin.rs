@@ -23,7 +23,11 @@ impl Admin {
         let token = token
             .filter(|t| !t.is_empty())
             .map(|t| Sha256::digest(t.as_bytes()).into());
-        Admin { store, ready, token }
+        Admin {
+            store,
+            ready,
+            token,
+        }
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -50,7 +54,8 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     let len = r.body().len();
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
     r
 }
 
@@ -69,8 +74,10 @@ impl ServeHttp for Admin {
                 StatusCode::UNAUTHORIZED,
                 json!({"error": {"status": 401, "code": "unauthorized", "message": "admin token required"}}),
             );
-            r.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
             return r;
         }
         match (method, path.as_str()) {
@@ -79,7 +86,10 @@ impl ServeHttp for Admin {
                 if self.ready.load(Ordering::Acquire) {
                     json(StatusCode::OK, json!({"status": "ready"}))
                 } else {
-                    json(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "starting"}))
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "starting"}),
+                    )
                 }
             }
             (Method::GET, "/metrics") => respond(
@@ -93,8 +103,12 @@ impl ServeHttp for Admin {
                 match tokio::task::spawn_blocking(move || store.reload()).await {
                     Ok(Ok(_)) => json(StatusCode::OK, self.store.describe()),
                     Ok(Err(problems)) => {
-                        let errors: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
-                        json(StatusCode::UNPROCESSABLE_ENTITY, json!({ "errors": errors }))
+                        let errors: Vec<String> =
+                            problems.0.iter().map(|p| p.to_string()).collect();
+                        json(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            json!({ "errors": errors }),
+                        )
                     }
                     Err(e) => json(
                         StatusCode::INTERNAL_SERVER_ERROR,

@@ -33,9 +33,13 @@ fn json_response(status: StatusCode, body: Value) -> Response<Vec<u8>> {
     let mut r = Response::new(bytes);
     *r.status_mut() = status;
     let headers = r.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     let len = r.body().len();
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
     r
 }
 
@@ -64,7 +68,12 @@ impl DemoService {
         let headers: serde_json::Map<String, Value> = req
             .headers
             .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
+                )
+            })
             .collect();
         json!({
             "service": self.name,
@@ -83,7 +92,10 @@ impl ServeHttp for DemoService {
         let path = session.req_header().uri.path().to_string();
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segs.as_slice() {
-            ["healthz"] => json_response(StatusCode::OK, json!({"status": "ok", "service": self.name})),
+            ["healthz"] => json_response(
+                StatusCode::OK,
+                json!({"status": "ok", "service": self.name}),
+            ),
             ["users", id] => json_response(StatusCode::OK, Self::user(id)),
             ["orders"] => {
                 let user = query(session, "user").unwrap_or_default().into_owned();
@@ -95,7 +107,10 @@ impl ServeHttp for DemoService {
                     .unwrap_or(1000)
                     .min(MAX_SLOW_MS);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                json_response(StatusCode::OK, json!({"slept_ms": ms, "service": self.name}))
+                json_response(
+                    StatusCode::OK,
+                    json!({"slept_ms": ms, "service": self.name}),
+                )
             }
             ["fail"] => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,

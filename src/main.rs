@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "An API gateway on Cloudflare's Pingora")]
+#[command(
+    name = "gateway",
+    version,
+    about = "An API gateway on Cloudflare's Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,8 @@ fn main() -> ExitCode {
         Command::Check { config } => match gateway::server::check(&config) {
             Ok((gw, store)) => {
                 let s = store.load();
-                let files = gateway::config::policy_files(&gw.policies_path()).map_or(0, |f| f.len());
+                let files =
+                    gateway::config::policy_files(&gw.policies_path()).map_or(0, |f| f.len());
                 println!(
                     "ok: {} listener(s), {} policy file(s), {} upstream(s), {} route(s)",
                     gw.file.listeners.len(),

@@ -95,7 +95,11 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         addrs.push(a.bind);
     }
     if opts.demo {
-        addrs.extend(demo::ADDRS.iter().filter_map(|a| a.parse::<SocketAddr>().ok()));
+        addrs.extend(
+            demo::ADDRS
+                .iter()
+                .filter_map(|a| a.parse::<SocketAddr>().ok()),
+        );
     }
     if !opts.upgrade {
         check_bindable(&addrs)?;
@@ -108,7 +112,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let grace = gw.file.shutdown_grace.map_or(10, |d| d.0.as_secs().max(1));
     conf.grace_period_seconds = Some(grace);
     conf.graceful_shutdown_timeout_seconds = Some(1);
-    conf.upgrade_sock = format!("/tmp/gateway-upgrade-{}.sock", gw.file.listeners[0].bind.port());
+    conf.upgrade_sock = format!(
+        "/tmp/gateway-upgrade-{}.sock",
+        gw.file.listeners[0].bind.port()
+    );
     conf.pid_file = format!("/tmp/gateway-{}.pid", gw.file.listeners[0].bind.port());
     let opt = Opt {
         upgrade: opts.upgrade,

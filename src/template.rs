@@ -172,7 +172,7 @@ mod tests {
             ["a b/c", "42"].get(i).copied()
         }
         fn query(&self, n: &str) -> Option<Cow<'_, str>> {
-            (n == "q").then(|| Cow::Borrowed("x&y=z"))
+            (n == "q").then_some(Cow::Borrowed("x&y=z"))
         }
         fn header(&self, _: &http::HeaderName) -> Option<&str> {
             Some("h")

@@ -28,7 +28,8 @@ impl Walker {
     fn value_done(&mut self) {
         match self.stack.last_mut() {
             Some(Frame::Map { key }) => {
-                if key.take().is_some() {
+                let had_key = key.take().is_some();
+                if had_key {
                     self.path.pop();
                 }
             }
@@ -36,7 +37,7 @@ impl Walker {
                 *index += 1;
                 self.path.pop();
             }
-            None => {}
+            _ => {}
         }
     }
 
@@ -64,16 +65,8 @@ impl MarkedEventReceiver for Walker {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
         match ev {
-            Event::Scalar(ref s, ..) => {
-                if !self.node_start(line, Some(s)) {
-                    self.value_done();
-                }
-            }
-            Event::Alias(_) => {
-                if !self.node_start(line, None) {
-                    self.value_done();
-                }
-            }
+            Event::Scalar(ref s, ..) if !self.node_start(line, Some(s)) => self.value_done(),
+            Event::Alias(_) if !self.node_start(line, None) => self.value_done(),
             Event::MappingStart(..) => {
                 self.node_start(line, None);
                 self.stack.push(Frame::Map { key: None });

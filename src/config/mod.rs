@@ -78,10 +78,18 @@ fn parse_yaml<T: DeserializeOwned + Default>(
     match serde_yaml::from_str::<T>(text) {
         Ok(v) => Ok((v, Locator::new(text))),
         Err(e) => {
-            let line = e.location().map(|l| l.line());
+            // A syntax error found at the end of the input is marked on the line after the
+            // last one; report the last line instead.
+            let last = text.lines().count().max(1);
+            let line = e.location().map(|l| l.line().min(last));
+            // Drop serde_yaml's " at line L column C" (the line is in the prefix) but keep
+            // the context of a syntax error, such as ", while parsing a flow sequence at
+            // line 3 column 14": it says where an unclosed bracket was opened.
             let mut msg = e.to_string();
             if let Some(i) = msg.find(" at line ") {
+                let context = msg[i..].find(", ").map(|j| msg[i + j..].to_string());
                 msg.truncate(i);
+                msg.push_str(&context.unwrap_or_default());
             }
             Err(Problem::new(path, line, msg))
         }

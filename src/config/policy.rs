@@ -275,30 +275,36 @@ impl std::str::FromStr for AuthMethod {
 
 impl<'de> Deserialize<'de> for AuthDef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
+        // A visitor rather than a buffered untagged enum: errors raised inside the
+        // deserializer are reported by serde_yaml at the `auth` value's own line.
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = AuthDef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none` or a list such as [jwt:corp, api_key]")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<AuthDef, E> {
+                if s == "none" {
+                    return Ok(AuthDef::None);
+                }
+                s.parse()
+                    .map(|m| AuthDef::AnyOf(vec![m]))
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AuthDef, A::Error> {
+                let mut items = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    items.push(s.parse().map_err(de::Error::custom)?);
+                }
+                if items.is_empty() {
+                    return Err(de::Error::custom(
+                        "auth list is empty: name at least one method, or write `auth: none`",
+                    ));
+                }
+                Ok(AuthDef::AnyOf(items))
+            }
         }
-        let raw = Raw::deserialize(d).map_err(|_| {
-            de::Error::custom("auth must be `none` or a list such as [jwt:corp, api_key]")
-        })?;
-        let items = match raw {
-            Raw::One(s) if s == "none" => return Ok(AuthDef::None),
-            Raw::One(s) => vec![s],
-            Raw::Many(v) => v,
-        };
-        if items.is_empty() {
-            return Err(de::Error::custom(
-                "auth list is empty: name at least one method, or write `auth: none`",
-            ));
-        }
-        items
-            .iter()
-            .map(|s| s.parse().map_err(de::Error::custom))
-            .collect::<Result<Vec<_>, _>>()
-            .map(AuthDef::AnyOf)
+        d.deserialize_any(V)
     }
 }
 

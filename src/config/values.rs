@@ -5,14 +5,40 @@ use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
 
+/// Deserializes a string with `parse`, failing inside the deserializer: serde_yaml then
+/// reports the error at the value's own line. (An error raised after `String::deserialize`
+/// has returned is reported at the start of the enclosing mapping, line 1 at top level.)
+pub(crate) fn parse_str<'de, D, T, F>(
+    d: D,
+    expecting: &'static str,
+    parse: F,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    struct V<F>(F, &'static str);
+    impl<T, F: FnOnce(&str) -> Result<T, String>> de::Visitor<'_> for V<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V(parse, expecting))
+}
+
 /// A duration written as `250ms`, `2s`, `5m`, `1h`, `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+        parse_str(d, "a duration such as 250ms, 2s, 5m or 1h", |s| {
+            parse_duration(s).map(Dur)
+        })
     }
 }
 
@@ -62,11 +88,12 @@ pub struct MethodName(pub http::Method);
 
 impl<'de> Deserialize<'de> for MethodName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let up = s.to_ascii_uppercase();
-        http::Method::from_bytes(up.as_bytes())
-            .map(MethodName)
-            .map_err(|_| de::Error::custom(format!("invalid HTTP method {s:?}")))
+        parse_str(d, "an HTTP method such as GET", |s| {
+            let up = s.to_ascii_uppercase();
+            http::Method::from_bytes(up.as_bytes())
+                .map(MethodName)
+                .map_err(|_| format!("invalid HTTP method {s:?}"))
+        })
     }
 }
 
@@ -80,19 +107,18 @@ pub enum ClientKey {
 
 impl<'de> Deserialize<'de> for ClientKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
+        parse_str(d, "client_ip, consumer or header:NAME", |s| match s {
             "client_ip" => Ok(ClientKey::ClientIp),
             "consumer" => Ok(ClientKey::Consumer),
             other => match other.strip_prefix("header:") {
                 Some(name) => http::HeaderName::from_bytes(name.trim().as_bytes())
                     .map(ClientKey::Header)
-                    .map_err(|_| de::Error::custom(format!("invalid header name in {s:?}"))),
-                None => Err(de::Error::custom(format!(
+                    .map_err(|_| format!("invalid header name in {s:?}")),
+                None => Err(format!(
                     "invalid key {s:?}: expected client_ip, consumer or header:NAME"
-                ))),
+                )),
             },
-        }
+        })
     }
 }
 
@@ -123,7 +149,10 @@ mod tests {
     #[test]
     fn client_keys() {
         let k: ClientKey = serde_yaml::from_str("header:X-Tenant").unwrap();
-        assert_eq!(k, ClientKey::Header(http::HeaderName::from_static("x-tenant")));
+        assert_eq!(
+            k,
+            ClientKey::Header(http::HeaderName::from_static("x-tenant"))
+        );
         assert!(serde_yaml::from_str::<ClientKey>("cookie").is_err());
     }
 }

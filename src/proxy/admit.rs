@@ -12,13 +12,28 @@ pub enum Outcome {
     Reject(GatewayError),
 }
 
-/// Host to route on: the absolute-form URI's authority, else the Host header; lower-case,
-/// without port.
+/// The authority of an absolute-form request target (`GET http://host/path`), which takes
+/// precedence over `Host` (RFC 9112 §3.2.2). Pingora keeps it only in the raw target.
+pub fn absolute_authority(req: &RequestHeader) -> Option<&str> {
+    if let Some(a) = req.uri.authority() {
+        return Some(a.as_str());
+    }
+    let raw = std::str::from_utf8(req.raw_path()).ok()?;
+    let rest = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))?;
+    Some(rest.split(['/', '?']).next().unwrap_or(rest))
+}
+
+/// Host to route on: the absolute-form target's authority, else the Host header;
+/// lower-case, without port.
 fn route_host(req: &RequestHeader) -> String {
-    let raw = req
-        .uri
-        .host()
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+    let raw = absolute_authority(req)
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("");
     let no_port = if raw.starts_with('[') {
         raw.split_once(']').map_or(raw, |(h, _)| &h[1..])
@@ -62,12 +77,18 @@ pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
         }
         Match::NotFound => return Outcome::Reject(GatewayError::NoRoute),
         Match::MethodNotAllowed(methods) => {
-            let allow = methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+            let allow = methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             return Outcome::Reject(GatewayError::MethodNotAllowed { allow });
         }
     }
 
-    let limit = ctx.route().map_or(snapshot.settings.max_body, |r| r.max_body);
+    let limit = ctx
+        .route()
+        .map_or(snapshot.settings.max_body, |r| r.max_body);
     if let Some(len) = req.headers.get(http::header::CONTENT_LENGTH) {
         let len = len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
         match len {
@@ -85,7 +106,9 @@ pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
 /// Content-Length, or that lie about it).
 pub fn count_body(ctx: &mut Ctx, chunk: usize) -> Result<(), GatewayError> {
     ctx.body_bytes += chunk as u64;
-    let limit = ctx.route().map_or(ctx.snapshot.settings.max_body, |r| r.max_body);
+    let limit = ctx
+        .route()
+        .map_or(ctx.snapshot.settings.max_body, |r| r.max_body);
     if ctx.body_bytes > limit {
         return Err(GatewayError::BodyTooLarge { limit });
     }

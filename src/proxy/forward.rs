@@ -51,6 +51,10 @@ fn rewritten(client: &RequestHeader, ctx: &Ctx) -> Option<String> {
         None => p.to_string(),
     };
     match &route.rewrite {
+        // Upstreams get origin-form even when the client sent absolute-form.
+        Rewrite::None if super::admit::absolute_authority(client).is_some() => {
+            Some(with_query(path))
+        }
         Rewrite::None => None,
         Rewrite::StripPrefix(prefix) => {
             let rest = path.strip_prefix(prefix.as_str())?;
@@ -108,13 +112,14 @@ pub fn upstream_request(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ct
     let proto = if ctx.tls { "https" } else { "http" };
     let proto = prior(&X_FORWARDED_PROTO).unwrap_or(proto).to_string();
     set(up, &X_FORWARDED_PROTO, &proto);
-    let host = client
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| client.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
+    let host = super::admit::absolute_authority(client).or_else(|| {
+        client
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
     match prior(&X_FORWARDED_HOST).or(host) {
-        Some(h) => set(up, &X_FORWARDED_HOST, &h.to_string()),
+        Some(h) => set(up, &X_FORWARDED_HOST, h),
         None => {
             up.remove_header(&X_FORWARDED_HOST);
         }

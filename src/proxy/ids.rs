@@ -5,7 +5,10 @@ use http::HeaderValue;
 /// The client's request id when it is 1–128 visible ASCII characters, otherwise a new one.
 pub fn request_id(client: Option<&HeaderValue>) -> String {
     match client {
-        Some(v) if (1..=128).contains(&v.len()) && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)) => {
+        Some(v)
+            if (1..=128).contains(&v.len())
+                && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)) =>
+        {
             // Checked above: visible ASCII is valid UTF-8.
             String::from_utf8_lossy(v.as_bytes()).into_owned()
         }

@@ -52,13 +52,11 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         match admit::admit(session.req_header(), ctx) {
             admit::Outcome::Proxy => Ok(false),
             admit::Outcome::Reject(err) => {
-                respond::write_error(session, ctx, &err).await;
+                respond::write_error(session, ctx, &err, false).await;
                 Ok(true)
             }
         }
@@ -134,7 +132,9 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[up])
                 .observe(t.elapsed().as_secs_f64());
             if resp.status.is_server_error() {
-                metrics::UPSTREAM_ERRORS.with_label_values(&[up, "status"]).inc();
+                metrics::UPSTREAM_ERRORS
+                    .with_label_values(&[up, "status"])
+                    .inc();
             }
         }
         Ok(())
@@ -157,7 +157,7 @@ impl ProxyHttp for Gateway {
         };
         let code = match &err {
             Some(err) if session.response_written().is_none() => {
-                respond::write_error(session, ctx, err).await
+                respond::write_error(session, ctx, err, true).await
             }
             Some(err) => err.status_and_code().0.as_u16(),
             None => 0,
@@ -190,9 +190,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         log::finish(session, ctx, status);
     }
 }

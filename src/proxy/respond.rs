@@ -7,8 +7,13 @@ use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// Writes `err` as the contract's JSON error. Returns the status written.
-pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError) -> u16 {
+/// Writes `err` as the contract's JSON error. Returns the status written. With `close`, the
+/// response says `Connection: close`: the connection will not be reused (after a proxy
+/// failure, or when an unread body is left on it).
+pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, close: bool) -> u16 {
+    if close || matches!(err, GatewayError::BodyTooLarge { .. }) {
+        session.set_keepalive(None);
+    }
     let r = err.to_response(&ctx.request_id);
     let status = r.status.as_u16();
     let Ok(mut head) = ResponseHeader::build(r.status, Some(5)) else {
@@ -21,7 +26,10 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError) -
         let _ = head.insert_header(k, v);
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    if let Err(e) = session.write_response_header(Box::new(head), head_only).await {
+    if let Err(e) = session
+        .write_response_header(Box::new(head), head_only)
+        .await
+    {
         tracing::debug!(error = %e, "could not write error response header");
         return status;
     }
@@ -41,7 +49,11 @@ pub fn classify(e: &Error, ctx: &Ctx) -> Option<GatewayError> {
         ErrorSource::Upstream => {
             let (err, kind) = match e.etype() {
                 ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-                    let kind = if matches!(e.etype(), ConnectTimedout) { "connect" } else { "timeout" };
+                    let kind = if matches!(e.etype(), ConnectTimedout) {
+                        "connect"
+                    } else {
+                        "timeout"
+                    };
                     (GatewayError::UpstreamTimeout, kind)
                 }
                 ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
@@ -51,14 +63,18 @@ pub fn classify(e: &Error, ctx: &Ctx) -> Option<GatewayError> {
                 _ => (GatewayError::BadGateway, "reset"),
             };
             if let Some(up) = ctx.upstream_name() {
-                metrics::UPSTREAM_ERRORS.with_label_values(&[up, kind]).inc();
+                metrics::UPSTREAM_ERRORS
+                    .with_label_values(&[up, kind])
+                    .inc();
             }
             Some(err)
         }
         ErrorSource::Downstream => match e.etype() {
             ReadError | WriteError | ConnectionClosed => None,
             ReadTimedout | WriteTimedout => None,
-            _ => Some(GatewayError::BadRequest("the request could not be read".into())),
+            _ => Some(GatewayError::BadRequest(
+                "the request could not be read".into(),
+            )),
         },
         ErrorSource::Internal | ErrorSource::Unset => match e.etype() {
             HTTPStatus(400) => Some(GatewayError::BadRequest("malformed request".into())),

@@ -32,15 +32,17 @@ impl PathPattern {
         for (i, s) in raw.iter().enumerate() {
             if *s == "*" {
                 if i + 1 != raw.len() {
-                    return Err(format!("in path {src:?}, `*` is only allowed as the last segment"));
+                    return Err(format!(
+                        "in path {src:?}, `*` is only allowed as the last segment"
+                    ));
                 }
                 segments.push(Segment::Rest);
             } else if let Some(inner) = s.strip_prefix('{') {
-                let name = inner
-                    .strip_suffix('}')
-                    .ok_or_else(|| format!("in path {src:?}, segment {s:?} is not a whole `{{param}}`"))?;
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let name = inner.strip_suffix('}').ok_or_else(|| {
+                    format!("in path {src:?}, segment {s:?} is not a whole `{{param}}`")
+                })?;
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     return Err(format!("in path {src:?}, invalid parameter name {name:?}"));
                 }
@@ -98,7 +100,9 @@ impl HostPattern {
                 .split('.')
                 .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         if !valid {
-            return Err(format!("invalid host {h:?}: expected a name such as api.example.com or *.example.com"));
+            return Err(format!(
+                "invalid host {h:?}: expected a name such as api.example.com or *.example.com"
+            ));
         }
         Ok(if wild {
             HostPattern::Suffix(format!(".{name}"))
@@ -118,7 +122,9 @@ impl Entry {
     fn allows(&self, m: &Method) -> bool {
         match &self.methods {
             None => true,
-            Some(ms) => ms.iter().any(|x| x == m || (*x == Method::GET && *m == Method::HEAD)),
+            Some(ms) => ms
+                .iter()
+                .any(|x| x == m || (*x == Method::GET && *m == Method::HEAD)),
         }
     }
 }
@@ -135,7 +141,10 @@ struct Node {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Match {
     /// The route's index and its path parameters' values, in the pattern's order.
-    Found { route: usize, params: Vec<String> },
+    Found {
+        route: usize,
+        params: Vec<String>,
+    },
     /// Routes match the path but none allows the method; the methods they allow.
     MethodNotAllowed(Vec<Method>),
     NotFound,
@@ -154,9 +163,8 @@ impl<'a> Search<'a> {
                 return Some(e.route);
             }
             let allow = self.allow.get_or_insert_with(Vec::new);
-            match &e.methods {
-                Some(ms) => allow.extend(ms.iter().cloned()),
-                None => {}
+            if let Some(ms) = &e.methods {
+                allow.extend(ms.iter().cloned());
             }
         }
         None
@@ -232,7 +240,8 @@ impl Router {
                     Some(i) => i,
                     None => {
                         self.suffixes.push((s.clone(), Node::default()));
-                        self.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                        self.suffixes
+                            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
                         self.suffixes.iter().position(|(x, _)| x == s).unwrap_or(0)
                     }
                 };
@@ -256,7 +265,11 @@ impl Router {
             .iter()
             .filter(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
             .map(|(_, n)| n);
-        for node in exact.into_iter().chain(suffixes).chain(std::iter::once(&self.any)) {
+        for node in exact
+            .into_iter()
+            .chain(suffixes)
+            .chain(std::iter::once(&self.any))
+        {
             search.params.clear();
             if let Some(route) = search.walk(node, segments) {
                 let params = search.params.iter().map(|s| s.to_string()).collect();

@@ -1,6 +1,8 @@
 use super::*;
 
-fn router(routes: &[(&str, Option<&str>, Option<&[Method]>)]) -> Router {
+type RouteSpec<'a> = (&'a str, Option<&'a str>, Option<&'a [Method]>);
+
+fn router(routes: &[RouteSpec<'_>]) -> Router {
     let mut r = Router::default();
     for (i, (path, host, methods)) in routes.iter().enumerate() {
         r.add(
@@ -67,9 +69,18 @@ fn hosts_exact_then_wildcard_then_any() {
         ("/x", Some("api.example.com"), None),
         ("/x", Some("*.eu.example.com"), None),
     ]);
-    assert_eq!(find(&r, "api.example.com", "/x", Method::GET), found(2, &[]));
-    assert_eq!(find(&r, "web.example.com", "/x", Method::GET), found(1, &[]));
-    assert_eq!(find(&r, "a.eu.example.com", "/x", Method::GET), found(3, &[]));
+    assert_eq!(
+        find(&r, "api.example.com", "/x", Method::GET),
+        found(2, &[])
+    );
+    assert_eq!(
+        find(&r, "web.example.com", "/x", Method::GET),
+        found(1, &[])
+    );
+    assert_eq!(
+        find(&r, "a.eu.example.com", "/x", Method::GET),
+        found(3, &[])
+    );
     assert_eq!(find(&r, "example.com", "/x", Method::GET), found(0, &[]));
     assert_eq!(find(&r, "other.org", "/x", Method::GET), found(0, &[]));
 }
@@ -77,22 +88,46 @@ fn hosts_exact_then_wildcard_then_any() {
 #[test]
 fn params_are_decoded() {
     let r = router(&[("/f/{name}", None, None)]);
-    assert_eq!(find(&r, "h", "/f/a%20b%2Fc", Method::GET), found(0, &["a b/c"]));
+    assert_eq!(
+        find(&r, "h", "/f/a%20b%2Fc", Method::GET),
+        found(0, &["a b/c"])
+    );
 }
 
 #[test]
 fn bad_paths() {
-    assert_eq!(decode_segments("/a%zz").unwrap_err(), PathError::BadEncoding);
+    assert_eq!(
+        decode_segments("/a%zz").unwrap_err(),
+        PathError::BadEncoding
+    );
     assert_eq!(decode_segments("/a%4").unwrap_err(), PathError::BadEncoding);
-    assert_eq!(decode_segments("/a%ff").unwrap_err(), PathError::BadEncoding);
-    assert_eq!(decode_segments("/a/../b").unwrap_err(), PathError::DotSegment);
-    assert_eq!(decode_segments("/a/%2e%2E/b").unwrap_err(), PathError::DotSegment);
+    assert_eq!(
+        decode_segments("/a%ff").unwrap_err(),
+        PathError::BadEncoding
+    );
+    assert_eq!(
+        decode_segments("/a/../b").unwrap_err(),
+        PathError::DotSegment
+    );
+    assert_eq!(
+        decode_segments("/a/%2e%2E/b").unwrap_err(),
+        PathError::DotSegment
+    );
     assert_eq!(decode_segments("*").unwrap_err(), PathError::NotOrigin);
 }
 
 #[test]
 fn bad_patterns() {
-    for bad in ["x", "/a/*/b", "/a/{b", "/a/{}", "/a/{b}/{b}", "/a/x{b}", "/a/..", "/a/{b-c}"] {
+    for bad in [
+        "x",
+        "/a/*/b",
+        "/a/{b",
+        "/a/{}",
+        "/a/{b}/{b}",
+        "/a/x{b}",
+        "/a/..",
+        "/a/{b-c}",
+    ] {
         assert!(PathPattern::parse(bad).is_err(), "{bad}");
     }
     for bad in ["", "*.", "a..b", "exa mple.com"] {

@@ -4,13 +4,16 @@
 use super::snapshot::{Rewrite, Route, Settings, Snapshot};
 use crate::config::policy::{AuthDef, RouteDef};
 use crate::config::{GatewayConfig, PolicySet, PolicySource, Problems};
-use crate::proxy::router::{HostPattern, PathPattern, Router};
+use crate::proxy::router::{HostPattern, PathPattern, Router, Segment};
 use crate::template::{Scope, Template};
 use crate::upstream::Upstream;
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// A route's name and methods, to find routes that match the same requests.
+type NamedMethods = (String, Option<Vec<Method>>);
 
 const NOT_YET: &str = "is not supported yet";
 
@@ -19,16 +22,25 @@ pub fn check_gateway(gw: &GatewayConfig) -> Problems {
     let mut p = Problems::default();
     for (i, l) in gw.file.listeners.iter().enumerate() {
         if l.tls.is_some() {
-            p.push(gw.problem(&format!("listeners.{i}.tls"), format!("listener TLS {NOT_YET}")));
+            p.push(gw.problem(
+                &format!("listeners.{i}.tls"),
+                format!("listener TLS {NOT_YET}"),
+            ));
         }
     }
     if let Some(store) = &gw.file.rate_limit_store {
         if store.backend != crate::config::gateway::StoreBackend::Memory || store.redis.is_some() {
-            p.push(gw.problem("rate_limit_store", format!("the redis rate-limit store {NOT_YET}")));
+            p.push(gw.problem(
+                "rate_limit_store",
+                format!("the redis rate-limit store {NOT_YET}"),
+            ));
         }
     }
     if gw.file.limits.header_timeout.is_some() {
-        p.push(gw.problem("limits.header_timeout", format!("limits.header_timeout {NOT_YET}")));
+        p.push(gw.problem(
+            "limits.header_timeout",
+            format!("limits.header_timeout {NOT_YET}"),
+        ));
     }
     p
 }
@@ -51,8 +63,7 @@ pub fn compile(
     let mut router = Router::default();
     let mut routes = Vec::new();
     let mut seen: HashMap<&str, &PolicySource> = HashMap::new();
-    let mut shapes: HashMap<(HostPattern, PathPattern), Vec<(String, Option<Vec<Method>>)>> =
-        HashMap::new();
+    let mut shapes: HashMap<(HostPattern, PathPattern), Vec<NamedMethods>> = HashMap::new();
     for src in &set.sources {
         for (i, def) in src.file.routes.iter().enumerate() {
             let at = format!("routes.{i}");
@@ -75,11 +86,26 @@ pub fn compile(
                 .methods
                 .as_ref()
                 .map(|ms| ms.iter().map(|m| m.0.clone()).collect::<Vec<_>>());
-            let same = shapes.entry((c.host.clone(), c.path.clone())).or_default();
+            // Parameter names do not change which requests a path matches.
+            let shape = PathPattern {
+                segments: c
+                    .path
+                    .segments
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Param(_) => Segment::Param(String::new()),
+                        s => s.clone(),
+                    })
+                    .collect(),
+            };
+            let same = shapes.entry((c.host.clone(), shape)).or_default();
             if let Some((other, _)) = same.iter().find(|(_, m)| overlaps(m, &methods)) {
                 problems.push(src.problem(
                     &format!("{at}.match"),
-                    format!("route {:?} matches the same requests as route {other:?}", def.name),
+                    format!(
+                        "route {:?} matches the same requests as route {other:?}",
+                        def.name
+                    ),
                 ));
             }
             same.push((def.name.clone(), methods.clone()));
@@ -110,7 +136,8 @@ fn overlaps(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
 fn refuse_unsupported(set: &PolicySet, p: &mut Problems) {
     for src in &set.sources {
         let f = &src.file;
-        let mut refuse = |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
+        let mut refuse =
+            |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
         if !f.jwt_providers.is_empty() {
             refuse("jwt_providers", "jwt_providers (JWT authentication)");
         }
@@ -151,14 +178,23 @@ fn refuse_unsupported(set: &PolicySet, p: &mut Problems) {
             }
             if let Some(req) = &r.request {
                 if req.schema.is_some() {
-                    refuse(&format!("{at}.request.schema"), "request.schema (JSON Schema validation)");
+                    refuse(
+                        &format!("{at}.request.schema"),
+                        "request.schema (JSON Schema validation)",
+                    );
                 }
                 if req.query_schema.is_some() {
-                    refuse(&format!("{at}.request.query_schema"), "request.query_schema");
+                    refuse(
+                        &format!("{at}.request.query_schema"),
+                        "request.query_schema",
+                    );
                 }
             }
             if r.aggregate.is_some() {
-                refuse(&format!("{at}.aggregate"), "aggregate (backend-for-frontend)");
+                refuse(
+                    &format!("{at}.aggregate"),
+                    "aggregate (backend-for-frontend)",
+                );
             }
         }
     }
@@ -179,7 +215,10 @@ fn build_upstreams(
             if let Some(first) = origin.insert(name, src) {
                 p.push(src.problem(
                     &at,
-                    format!("upstream {name:?} is defined twice (first in {})", first.path.display()),
+                    format!(
+                        "upstream {name:?} is defined twice (first in {})",
+                        first.path.display()
+                    ),
                 ));
                 continue;
             }
@@ -195,7 +234,9 @@ fn build_upstreams(
                 Ok(u) => {
                     out.insert(name.clone(), u);
                 }
-                Err(e) => p.push(src.problem(&format!("{at}.targets"), format!("upstream {name:?}: {e}"))),
+                Err(e) => {
+                    p.push(src.problem(&format!("{at}.targets"), format!("upstream {name:?}: {e}")))
+                }
             }
         }
     }
@@ -231,7 +272,10 @@ fn compile_route(
         .map_err(|e| err(".match.path", e))
         .ok();
     if matches!(&def.matcher.methods, Some(m) if m.is_empty()) {
-        err(".match.methods", "the method list is empty; leave it out to allow any method".into());
+        err(
+            ".match.methods",
+            "the method list is empty; leave it out to allow any method".into(),
+        );
     }
     let upstream = match (&def.upstream, &def.aggregate) {
         (Some(u), None) => match upstreams.get(u) {
@@ -243,7 +287,10 @@ fn compile_route(
         },
         (None, Some(_)) => None,
         _ => {
-            err("", "a route has exactly one of `upstream` and `aggregate`".into());
+            err(
+                "",
+                "a route has exactly one of `upstream` and `aggregate`".into(),
+            );
             None
         }
     };
@@ -260,7 +307,10 @@ fn compile_route(
                 Rewrite::StripPrefix(prefix.trim_end_matches('/').to_string())
             }
             (Some(_), None) => {
-                err(".rewrite.strip_prefix", "strip_prefix must start with `/` and not be `/` alone".into());
+                err(
+                    ".rewrite.strip_prefix",
+                    "strip_prefix must start with `/` and not be `/` alone".into(),
+                );
                 Rewrite::None
             }
             (None, Some(t)) => match Template::compile(t, &scope) {
@@ -271,7 +321,10 @@ fn compile_route(
                 }
             },
             _ => {
-                err(".rewrite", "rewrite takes exactly one of `strip_prefix` and `path`".into());
+                err(
+                    ".rewrite",
+                    "rewrite takes exactly one of `strip_prefix` and `path`".into(),
+                );
                 Rewrite::None
             }
         },
@@ -280,21 +333,33 @@ fn compile_route(
     let ops = req.headers.unwrap_or_default();
     let mut set_headers = Vec::new();
     for (k, v) in &ops.set {
-        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             (Ok(k), Ok(v)) => set_headers.push((k, v)),
-            _ => err(".request.headers.set", format!("invalid header {k:?}: {v:?}")),
+            _ => err(
+                ".request.headers.set",
+                format!("invalid header {k:?}: {v:?}"),
+            ),
         }
     }
     let mut remove_headers = Vec::new();
     for k in &ops.remove {
         match HeaderName::from_bytes(k.as_bytes()) {
             Ok(k) => remove_headers.push(k),
-            Err(_) => err(".request.headers.remove", format!("invalid header name {k:?}")),
+            Err(_) => err(
+                ".request.headers.remove",
+                format!("invalid header name {k:?}"),
+            ),
         }
     }
     if !errs.is_empty() {
         for (field, msg) in errs {
-            p.push(src.problem(&format!("{at}{field}"), format!("route {:?}: {msg}", def.name)));
+            p.push(src.problem(
+                &format!("{at}{field}"),
+                format!("route {:?}: {msg}", def.name),
+            ));
         }
         return None;
     }

@@ -49,14 +49,23 @@ impl Store {
                 let next = Arc::new(next);
                 self.current.store(next.clone());
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                metrics::CONFIG_RELOADS.with_label_values(&["success"]).inc();
+                metrics::CONFIG_RELOADS
+                    .with_label_values(&["success"])
+                    .inc();
                 metrics::CONFIG_GENERATION.set(next.generation as i64);
-                tracing::info!(generation = next.generation, routes = next.routes.len(), "policy set reloaded");
+                tracing::info!(
+                    generation = next.generation,
+                    routes = next.routes.len(),
+                    "policy set reloaded"
+                );
                 Ok(next)
             }
             Err(problems) => {
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(problems.to_string());
-                metrics::CONFIG_RELOADS.with_label_values(&["failure"]).inc();
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(problems.to_string());
+                metrics::CONFIG_RELOADS
+                    .with_label_values(&["failure"])
+                    .inc();
                 for p in &problems.0 {
                     tracing::error!(problem = %p, "reload failed; the previous policy set stays in force");
                 }
@@ -66,7 +75,10 @@ impl Store {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The admin `/config` document.

@@ -29,7 +29,9 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).finish()
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -48,7 +50,9 @@ impl Upstream {
             Balance::RoundRobin => {
                 Balancer::RoundRobin(LoadBalancer::try_from_iter(targets).map_err(fail)?)
             }
-            Balance::Random => Balancer::Random(LoadBalancer::try_from_iter(targets).map_err(fail)?),
+            Balance::Random => {
+                Balancer::Random(LoadBalancer::try_from_iter(targets).map_err(fail)?)
+            }
             Balance::ConsistentHash => {
                 Balancer::Consistent(LoadBalancer::try_from_iter(targets).map_err(fail)?)
             }
@@ -105,7 +109,11 @@ mod tests {
     fn def(targets: &[&str], balance: Balance) -> UpstreamDef {
         serde_yaml::from_str::<UpstreamDef>(&format!(
             "targets: [{}]\nbalance: {}",
-            targets.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(","),
+            targets
+                .iter()
+                .map(|t| format!("{t:?}"))
+                .collect::<Vec<_>>()
+                .join(","),
             match balance {
                 Balance::RoundRobin => "round_robin",
                 Balance::Random => "random",
@@ -117,9 +125,14 @@ mod tests {
 
     #[test]
     fn round_robin_visits_every_target() {
-        let u = Upstream::build("u", &def(&["127.0.0.1:1", "127.0.0.1:2"], Balance::RoundRobin))
-            .unwrap();
-        let mut seen: Vec<String> = (0..4).map(|_| u.select(b"").unwrap().addr.to_string()).collect();
+        let u = Upstream::build(
+            "u",
+            &def(&["127.0.0.1:1", "127.0.0.1:2"], Balance::RoundRobin),
+        )
+        .unwrap();
+        let mut seen: Vec<String> = (0..4)
+            .map(|_| u.select(b"").unwrap().addr.to_string())
+            .collect();
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 2);
@@ -129,7 +142,10 @@ mod tests {
     fn consistent_hash_is_sticky() {
         let u = Upstream::build(
             "u",
-            &def(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], Balance::ConsistentHash),
+            &def(
+                &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
+                Balance::ConsistentHash,
+            ),
         )
         .unwrap();
         let a = u.select(b"client-a").unwrap();
@@ -141,7 +157,10 @@ mod tests {
     #[test]
     fn bad_targets() {
         for t in ["nope", ":80", "127.0.0.1:0", "127.0.0.1:99999"] {
-            assert!(Upstream::build("u", &def(&[t], Balance::Random)).is_err(), "{t}");
+            assert!(
+                Upstream::build("u", &def(&[t], Balance::Random)).is_err(),
+                "{t}"
+            );
         }
         assert!(Upstream::build("u", &def(&[], Balance::Random)).is_err());
     }

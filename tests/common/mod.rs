@@ -1,11 +1,11 @@
 //! Integration harness: the real `gateway` binary on free loopback ports, real upstream
 //! HTTP servers (axum) started by the test, a temporary configuration directory.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod upstream;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -100,8 +100,14 @@ impl Gateway {
         let mut child = cmd.spawn().expect("spawn gateway");
         let lines = Arc::new(Mutex::new(Vec::new()));
         for pipe in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -213,18 +219,18 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Sends raw bytes and returns everything the server answers until it closes or goes
-/// quiet for `quiet`.
-pub fn raw(addr: SocketAddr, request: &[u8], quiet: Duration) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(quiet)).expect("timeout");
-    let _ = s.write_all(request);
+/// quiet for `quiet`. Async, so upstreams running in the test's runtime keep serving.
+pub async fn raw(addr: SocketAddr, request: &[u8], quiet: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(request).await;
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
         }
+        out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -56,14 +56,18 @@ impl Upstream {
                 }),
             )
             .fallback(move |ci, req| echo(name, ci, req))
-            .layer(axum::middleware::from_fn(move |req, next: axum::middleware::Next| {
-                let h = h.clone();
-                async move {
-                    h.fetch_add(1, Ordering::SeqCst);
-                    next.run(req).await
-                }
-            }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            .layer(axum::middleware::from_fn(
+                move |req, next: axum::middleware::Next| {
+                    let h = h.clone();
+                    async move {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        next.run(req).await
+                    }
+                },
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(
@@ -87,7 +91,9 @@ async fn echo(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
@@ -114,7 +120,11 @@ async fn status(axum::extract::Path(code): axum::extract::Path<u16>) -> Response
     let code = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
     (
         code,
-        [("connection", "x-secret-hop"), ("x-secret-hop", "1"), ("keep-alive", "timeout=5")],
+        [
+            ("connection", "x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+        ],
         format!("status {}", code.as_u16()),
     )
         .into_response()
