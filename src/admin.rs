@@ -100,7 +100,7 @@ impl ServeHttp for Admin {
             (Method::GET, "/config") => json(StatusCode::OK, self.store.describe()),
             (Method::POST, "/reload") => {
                 let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.reload()).await {
+                match tokio::task::spawn_blocking(move || store.reload(true)).await {
                     Ok(Ok(_)) => json(StatusCode::OK, self.store.describe()),
                     Ok(Err(problems)) => {
                         let errors: Vec<String> =

@@ -4,7 +4,7 @@
 use crate::admin::Admin;
 use crate::config::{self, GatewayConfig, Problems};
 use crate::proxy::Gateway;
-use crate::runtime::compile::check_gateway;
+use crate::runtime::reload::ReloadService;
 use crate::runtime::Store;
 use crate::{demo, logging, metrics};
 use async_trait::async_trait;
@@ -29,23 +29,15 @@ pub struct RunOptions {
 /// Loads and checks everything `run` would, without starting anything.
 pub fn check(path: &std::path::Path) -> Result<(GatewayConfig, Store), Problems> {
     let gw = config::load_gateway(path)?;
-    let mut problems = check_gateway(&gw);
-    let store = match Store::open(gw.clone()) {
-        Ok(s) => Some(s),
-        Err(p) => {
-            problems.extend(p);
-            None
-        }
-    };
-    match store {
-        Some(s) if problems.is_empty() => Ok((gw, s)),
-        _ => Err(problems),
-    }
+    let store = Store::open(gw.clone())?;
+    Ok((gw, store))
 }
 
-/// Waits until every listener accepts connections, then marks the gateway ready.
+/// Waits until every listener accepts connections and the reload service is armed, then
+/// marks the gateway ready.
 struct Readiness {
     addrs: Vec<SocketAddr>,
+    reload_armed: Arc<AtomicBool>,
     ready: Arc<AtomicBool>,
 }
 
@@ -68,6 +60,12 @@ impl BackgroundService for Readiness {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     _ = shutdown.changed() => return,
                 }
+            }
+        }
+        while !self.reload_armed.load(Ordering::Acquire) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = shutdown.changed() => return,
             }
         }
         self.ready.store(true, Ordering::Release);
@@ -150,10 +148,16 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             server.add_service(svc);
         }
     }
+    let reload_armed = Arc::new(AtomicBool::new(false));
+    server.add_service(background_service(
+        "reload",
+        ReloadService::new(store.clone(), reload_armed.clone()),
+    ));
     server.add_service(background_service(
         "readiness",
         Readiness {
             addrs: gw.file.listeners.iter().map(|l| l.bind).collect(),
+            reload_armed,
             ready,
         },
     ));

@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     pub path: PathBuf,
     pub file: GatewayFile,
     pub locator: Locator,
+    /// `sha256:<hex>` of the file's text, to tell a real change from a touch.
+    pub hash: String,
 }
 
 impl GatewayConfig {
@@ -113,6 +115,7 @@ pub fn load_gateway(path: &Path) -> Result<GatewayConfig, Problems> {
         path: path.to_path_buf(),
         file,
         locator,
+        hash: format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes()))),
     };
     let mut problems = Problems::default();
     if cfg.file.listeners.is_empty() {

@@ -6,6 +6,7 @@ use crate::metrics;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::time::Duration;
 
 /// Writes `err` as the contract's JSON error. Returns the status written. With `close`, the
 /// response says `Connection: close`: the connection will not be reused (after a proxy
@@ -38,7 +39,28 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
             tracing::debug!(error = %e, "could not write error response body");
         }
     }
+    if matches!(err, GatewayError::BodyTooLarge { .. }) {
+        linger(session).await;
+    }
     status
+}
+
+/// How much of a refused body is read and discarded, at most, before closing.
+const LINGER_BYTES: usize = 16 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
+/// A lingering close (as nginx does): after refusing a body, read and discard what the
+/// client is still sending, for a bounded time and size, so that it sees the answer instead
+/// of a reset on a half-written request.
+async fn linger(session: &mut Session) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => read += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 /// The answer for a Pingora error, or `None` when the client is gone and nothing can be

@@ -2,7 +2,7 @@
 //! route, template and upstream pool built, all problems reported together with file:line.
 
 use super::snapshot::{Rewrite, Route, Settings, Snapshot};
-use crate::config::policy::{AuthDef, RouteDef};
+use crate::config::policy::RouteDef;
 use crate::config::{GatewayConfig, PolicySet, PolicySource, Problems};
 use crate::proxy::router::{HostPattern, PathPattern, Router, Segment};
 use crate::template::{Scope, Template};
@@ -15,36 +15,6 @@ use std::time::SystemTime;
 /// A route's name and methods, to find routes that match the same requests.
 type NamedMethods = (String, Option<Vec<Method>>);
 
-const NOT_YET: &str = "is not supported yet";
-
-/// Parts of gateway.yaml that a later feature will implement: refused, never ignored.
-pub fn check_gateway(gw: &GatewayConfig) -> Problems {
-    let mut p = Problems::default();
-    for (i, l) in gw.file.listeners.iter().enumerate() {
-        if l.tls.is_some() {
-            p.push(gw.problem(
-                &format!("listeners.{i}.tls"),
-                format!("listener TLS {NOT_YET}"),
-            ));
-        }
-    }
-    if let Some(store) = &gw.file.rate_limit_store {
-        if store.backend != crate::config::gateway::StoreBackend::Memory || store.redis.is_some() {
-            p.push(gw.problem(
-                "rate_limit_store",
-                format!("the redis rate-limit store {NOT_YET}"),
-            ));
-        }
-    }
-    if gw.file.limits.header_timeout.is_some() {
-        p.push(gw.problem(
-            "limits.header_timeout",
-            format!("limits.header_timeout {NOT_YET}"),
-        ));
-    }
-    p
-}
-
 /// The compiled set, or every problem found.
 pub fn compile(
     gw: &GatewayConfig,
@@ -53,7 +23,7 @@ pub fn compile(
     generation: u64,
 ) -> Result<Snapshot, Problems> {
     let mut problems = Problems::default();
-    refuse_unsupported(set, &mut problems);
+    super::unsupported::refuse(set, &mut problems);
     let upstreams = build_upstreams(set, prev, &mut problems);
     let settings = Arc::new(Settings {
         max_body: gw.file.limits.max_body.0,
@@ -122,6 +92,7 @@ pub fn compile(
         routes,
         upstreams,
         settings,
+        referenced: Vec::new(),
     })
 }
 
@@ -129,74 +100,6 @@ fn overlaps(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
         _ => true,
-    }
-}
-
-/// Sections whose features have not landed: parsed (so typos are caught) but refused.
-fn refuse_unsupported(set: &PolicySet, p: &mut Problems) {
-    for src in &set.sources {
-        let f = &src.file;
-        let mut refuse =
-            |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
-        if !f.jwt_providers.is_empty() {
-            refuse("jwt_providers", "jwt_providers (JWT authentication)");
-        }
-        if f.api_keys.is_some() {
-            refuse("api_keys", "api_keys (API-key authentication)");
-        }
-        if !f.consumers.is_empty() {
-            refuse("consumers", "consumers");
-        }
-        if !f.plans.is_empty() {
-            refuse("plans", "plans (rate limiting)");
-        }
-        for (name, u) in &f.upstreams {
-            let at = format!("upstreams.{name}");
-            if u.scheme != crate::config::policy::Scheme::Http || u.tls.is_some() {
-                refuse(&at, "upstream TLS (scheme https, tls)");
-            }
-            if u.retries.is_some() {
-                refuse(&format!("{at}.retries"), "retries");
-            }
-            if u.circuit_breaker.is_some() {
-                refuse(&format!("{at}.circuit_breaker"), "circuit_breaker");
-            }
-            if u.health_check.is_some() {
-                refuse(&format!("{at}.health_check"), "health_check");
-            }
-        }
-        for (i, r) in f.routes.iter().enumerate() {
-            let at = format!("routes.{i}");
-            if matches!(r.auth, Some(AuthDef::AnyOf(_))) {
-                refuse(&format!("{at}.auth"), "authentication (jwt, api_key)");
-            }
-            if !r.scopes.is_empty() {
-                refuse(&format!("{at}.scopes"), "scopes");
-            }
-            if r.rate_limit.is_some() {
-                refuse(&format!("{at}.rate_limit"), "rate_limit");
-            }
-            if let Some(req) = &r.request {
-                if req.schema.is_some() {
-                    refuse(
-                        &format!("{at}.request.schema"),
-                        "request.schema (JSON Schema validation)",
-                    );
-                }
-                if req.query_schema.is_some() {
-                    refuse(
-                        &format!("{at}.request.query_schema"),
-                        "request.query_schema",
-                    );
-                }
-            }
-            if r.aggregate.is_some() {
-                refuse(
-                    &format!("{at}.aggregate"),
-                    "aggregate (backend-for-frontend)",
-                );
-            }
-        }
     }
 }
 
@@ -377,12 +280,6 @@ fn compile_route(
     })
 }
 
-/// Everything `gateway check` and a reload verify, in one call.
-pub fn load_and_compile(
-    gw: &GatewayConfig,
-    prev: Option<&Snapshot>,
-    generation: u64,
-) -> Result<Snapshot, Problems> {
-    let set = crate::config::load_policies(&gw.policies_path())?;
-    compile(gw, &set, prev, generation)
-}
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;

@@ -2,8 +2,10 @@
 //! whole generations atomically.
 
 pub mod compile;
+pub mod reload;
 pub mod snapshot;
 pub mod store;
+pub mod unsupported;
 
 pub use snapshot::{Route, Settings, Snapshot};
-pub use store::Store;
+pub use store::{Reloaded, Store};

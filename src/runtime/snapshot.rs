@@ -7,6 +7,7 @@ use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -51,6 +52,9 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub settings: Arc<Settings>,
+    /// Files the policies refer to (schemas, keys, certificates): watched, and part of the
+    /// change check, so that editing one reloads the set.
+    pub referenced: Vec<PathBuf>,
 }
 
 impl Snapshot {

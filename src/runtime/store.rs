@@ -1,30 +1,106 @@
 //! The live policy set: one `ArcSwap<Snapshot>`, replaced whole on a successful reload.
 
-use super::compile::load_and_compile;
+use super::compile::compile;
 use super::snapshot::Snapshot;
-use crate::config::{GatewayConfig, Problems};
+use super::unsupported::check_gateway;
+use crate::config::gateway::GatewayFile;
+use crate::config::{self, GatewayConfig, Problems};
 use crate::metrics;
 use arc_swap::ArcSwap;
 use serde_json::json;
-use std::sync::{Arc, Mutex};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Reloaded {
+    /// A new generation is live.
+    Swapped(Arc<Snapshot>),
+    /// Nothing changed on disk since the live generation was built.
+    Unchanged,
+}
 
 pub struct Store {
     current: ArcSwap<Snapshot>,
-    gateway: GatewayConfig,
-    last_error: Mutex<Option<String>>,
+    /// gateway.yaml as read at start: addresses and the policy path come from here.
+    started: GatewayConfig,
+    state: Mutex<State>,
     /// Serializes reloads so two triggers at once cannot interleave.
     reloading: Mutex<()>,
 }
 
+#[derive(Default)]
+struct State {
+    last_error: Option<String>,
+    restart_required: Vec<String>,
+    /// Hash of every input of the live generation (gateway.yaml, policies, referenced files).
+    inputs: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Settings that only take effect at start: reported when they change, otherwise ignored.
+fn restart_keys(old: &GatewayFile, new: &GatewayFile) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cmp = |name: &str, changed: bool| {
+        if changed {
+            keys.push(name.to_string());
+        }
+    };
+    cmp("listeners", old.listeners != new.listeners);
+    cmp("admin", old.admin != new.admin);
+    cmp("policies", old.policies != new.policies);
+    cmp(
+        "rate_limit_store",
+        old.rate_limit_store != new.rate_limit_store,
+    );
+    cmp("log", old.log != new.log);
+    cmp("threads", old.threads != new.threads);
+    cmp("shutdown_grace", old.shutdown_grace != new.shutdown_grace);
+    keys
+}
+
+/// Hash of everything a generation was built from.
+fn inputs_hash(gw: &GatewayConfig, policies: &str, referenced: &[PathBuf]) -> String {
+    let mut h = Sha256::new();
+    h.update(gw.hash.as_bytes());
+    h.update(policies.as_bytes());
+    for f in referenced {
+        h.update(f.to_string_lossy().as_bytes());
+        h.update(std::fs::read(f).unwrap_or_default());
+    }
+    hex::encode(h.finalize())
+}
+
 impl Store {
-    /// Loads and compiles the policy set for the first time.
+    /// Loads, checks and compiles everything for the first time.
     pub fn open(gateway: GatewayConfig) -> Result<Store, Problems> {
-        let snapshot = load_and_compile(&gateway, None, 1)?;
+        let mut problems = check_gateway(&gateway);
+        let set = config::load_policies(&gateway.policies_path());
+        let compiled = set.and_then(|set| {
+            let snap = compile(&gateway, &set, None, 1)?;
+            Ok((set.hash, snap))
+        });
+        let (policy_hash, snapshot) = match compiled {
+            Ok(v) if problems.is_empty() => v,
+            Ok(_) => return Err(problems),
+            Err(p) => {
+                problems.extend(p);
+                return Err(problems);
+            }
+        };
         metrics::CONFIG_GENERATION.set(1);
+        let inputs = inputs_hash(&gateway, &policy_hash, &snapshot.referenced);
         Ok(Store {
             current: ArcSwap::from_pointee(snapshot),
-            gateway,
-            last_error: Mutex::new(None),
+            started: gateway,
+            state: Mutex::new(State {
+                inputs,
+                ..State::default()
+            }),
             reloading: Mutex::new(()),
         })
     }
@@ -34,21 +110,51 @@ impl Store {
         self.current.load_full()
     }
 
+    /// gateway.yaml as read at start.
     pub fn gateway(&self) -> &GatewayConfig {
-        &self.gateway
+        &self.started
     }
 
-    /// Re-reads and compiles every policy file, then swaps the new set in at once. On any
-    /// problem the live set stays. Blocking (file reads, name resolution): call it off the
-    /// request path, for example in `spawn_blocking`.
-    pub fn reload(&self) -> Result<Arc<Snapshot>, Problems> {
-        let _guard = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
-        let prev = self.current.load_full();
-        match load_and_compile(&self.gateway, Some(&prev), prev.generation + 1) {
-            Ok(next) => {
-                let next = Arc::new(next);
-                self.current.store(next.clone());
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// Directories whose changes may change the policy set.
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.started.dir().to_path_buf()];
+        let policies = self.started.policies_path();
+        if policies.is_dir() {
+            dirs.push(policies.clone());
+        }
+        if let Some(parent) = policies.parent() {
+            dirs.push(parent.to_path_buf());
+        }
+        for f in &self.load().referenced {
+            if let Some(parent) = f.parent() {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+        let mut dirs: Vec<PathBuf> = dirs
+            .into_iter()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d
+                }
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Re-reads gateway.yaml and every policy file; when anything changed (or `force`),
+    /// compiles a whole new generation and swaps it in at once. On any problem the live set
+    /// stays. Blocking (file reads, name resolution): call it off the request path.
+    pub fn reload(&self, force: bool) -> Result<Reloaded, Problems> {
+        let _guard = lock(&self.reloading);
+        let result = self.try_reload(force);
+        let mut state = lock(&self.state);
+        match &result {
+            Ok(Reloaded::Swapped(next)) => {
+                state.last_error = None;
                 metrics::CONFIG_RELOADS
                     .with_label_values(&["success"])
                     .inc();
@@ -58,38 +164,61 @@ impl Store {
                     routes = next.routes.len(),
                     "policy set reloaded"
                 );
-                Ok(next)
             }
+            // The files are back to what is live: nothing is wrong any more.
+            Ok(Reloaded::Unchanged) => state.last_error = None,
             Err(problems) => {
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(problems.to_string());
+                state.last_error = Some(problems.to_string());
                 metrics::CONFIG_RELOADS
                     .with_label_values(&["failure"])
                     .inc();
                 for p in &problems.0 {
                     tracing::error!(problem = %p, "reload failed; the previous policy set stays in force");
                 }
-                Err(problems)
             }
         }
+        result
+    }
+
+    fn try_reload(&self, force: bool) -> Result<Reloaded, Problems> {
+        let mut gw = config::load_gateway(&self.started.path)?;
+        let restart = restart_keys(&self.started.file, &gw.file);
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "gateway.yaml settings changed that apply only at start; restart the gateway to apply them");
+        }
+        lock(&self.state).restart_required = restart;
+        // Start-time settings stay as they were; the rest (limits, trusted proxies) apply now.
+        gw.file.policies = self.started.file.policies.clone();
+        gw.file.listeners = self.started.file.listeners.clone();
+        let set = config::load_policies(&gw.policies_path())?;
+        let prev = self.current.load_full();
+        let inputs = inputs_hash(&gw, &set.hash, &prev.referenced);
+        if !force && inputs == lock(&self.state).inputs {
+            return Ok(Reloaded::Unchanged);
+        }
+        let next = Arc::new(compile(&gw, &set, Some(&prev), prev.generation + 1)?);
+        // Referenced files may differ between generations: hash what the new one uses.
+        let inputs = inputs_hash(&gw, &set.hash, &next.referenced);
+        self.current.store(next.clone());
+        lock(&self.state).inputs = inputs;
+        Ok(Reloaded::Swapped(next))
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.state).last_error.clone()
     }
 
     /// The admin `/config` document.
     pub fn describe(&self) -> serde_json::Value {
         let s = self.load();
+        let state = lock(&self.state);
         json!({
             "generation": s.generation,
             "hash": s.hash,
             "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
             "routes": s.route_names(),
-            "last_error": self.last_error(),
+            "last_error": state.last_error,
+            "restart_required": state.restart_required,
         })
     }
 }

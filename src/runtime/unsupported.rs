@@ -1,0 +1,103 @@
+//! Configuration whose feature has not landed yet: parsed (so typos are caught), then
+//! refused with a clear error rather than silently ignored. Each feature removes its lines.
+
+use crate::config::policy::AuthDef;
+use crate::config::{GatewayConfig, PolicySet, Problems};
+
+const NOT_YET: &str = "is not supported yet";
+
+/// Parts of gateway.yaml that a later feature will implement: refused, never ignored.
+pub fn check_gateway(gw: &GatewayConfig) -> Problems {
+    let mut p = Problems::default();
+    for (i, l) in gw.file.listeners.iter().enumerate() {
+        if l.tls.is_some() {
+            p.push(gw.problem(
+                &format!("listeners.{i}.tls"),
+                format!("listener TLS {NOT_YET}"),
+            ));
+        }
+    }
+    if let Some(store) = &gw.file.rate_limit_store {
+        if store.backend != crate::config::gateway::StoreBackend::Memory || store.redis.is_some() {
+            p.push(gw.problem(
+                "rate_limit_store",
+                format!("the redis rate-limit store {NOT_YET}"),
+            ));
+        }
+    }
+    if gw.file.limits.header_timeout.is_some() {
+        p.push(gw.problem(
+            "limits.header_timeout",
+            format!("limits.header_timeout {NOT_YET}"),
+        ));
+    }
+    p
+}
+
+/// Sections whose features have not landed: parsed (so typos are caught) but refused.
+pub fn refuse(set: &PolicySet, p: &mut Problems) {
+    for src in &set.sources {
+        let f = &src.file;
+        let mut refuse =
+            |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
+        if !f.jwt_providers.is_empty() {
+            refuse("jwt_providers", "jwt_providers (JWT authentication)");
+        }
+        if f.api_keys.is_some() {
+            refuse("api_keys", "api_keys (API-key authentication)");
+        }
+        if !f.consumers.is_empty() {
+            refuse("consumers", "consumers");
+        }
+        if !f.plans.is_empty() {
+            refuse("plans", "plans (rate limiting)");
+        }
+        for (name, u) in &f.upstreams {
+            let at = format!("upstreams.{name}");
+            if u.scheme != crate::config::policy::Scheme::Http || u.tls.is_some() {
+                refuse(&at, "upstream TLS (scheme https, tls)");
+            }
+            if u.retries.is_some() {
+                refuse(&format!("{at}.retries"), "retries");
+            }
+            if u.circuit_breaker.is_some() {
+                refuse(&format!("{at}.circuit_breaker"), "circuit_breaker");
+            }
+            if u.health_check.is_some() {
+                refuse(&format!("{at}.health_check"), "health_check");
+            }
+        }
+        for (i, r) in f.routes.iter().enumerate() {
+            let at = format!("routes.{i}");
+            if matches!(r.auth, Some(AuthDef::AnyOf(_))) {
+                refuse(&format!("{at}.auth"), "authentication (jwt, api_key)");
+            }
+            if !r.scopes.is_empty() {
+                refuse(&format!("{at}.scopes"), "scopes");
+            }
+            if r.rate_limit.is_some() {
+                refuse(&format!("{at}.rate_limit"), "rate_limit");
+            }
+            if let Some(req) = &r.request {
+                if req.schema.is_some() {
+                    refuse(
+                        &format!("{at}.request.schema"),
+                        "request.schema (JSON Schema validation)",
+                    );
+                }
+                if req.query_schema.is_some() {
+                    refuse(
+                        &format!("{at}.request.query_schema"),
+                        "request.query_schema",
+                    );
+                }
+            }
+            if r.aggregate.is_some() {
+                refuse(
+                    &format!("{at}.aggregate"),
+                    "aggregate (backend-for-frontend)",
+                );
+            }
+        }
+    }
+}
