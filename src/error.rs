@@ -1,5 +1,6 @@
 //! The gateway's own errors and the one function that turns them into a response.
 
+use crate::auth::Reason;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
@@ -13,6 +14,10 @@ pub enum GatewayError {
     MethodNotAllowed { allow: String },
     #[error("{0}")]
     BadRequest(String),
+    #[error("{}", .reason.message())]
+    Unauthorized { reason: Reason, token: bool },
+    #[error("the scope {scope:?} is required")]
+    Forbidden { scope: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("the upstream refused or reset the connection")]
@@ -39,6 +44,8 @@ impl GatewayError {
             NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             BadGateway => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             UpstreamUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
@@ -59,10 +66,28 @@ impl GatewayError {
             }
         });
         let mut headers = Vec::new();
-        if let GatewayError::MethodNotAllowed { allow } = self {
-            if let Ok(v) = HeaderValue::from_str(allow) {
-                headers.push((http::header::ALLOW, v));
+        match self {
+            GatewayError::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    headers.push((http::header::ALLOW, v));
+                }
             }
+            // RFC 6750 §3: a presented token that failed is `invalid_token`.
+            GatewayError::Unauthorized { token, .. } => {
+                let v = if *token {
+                    HeaderValue::from_static("Bearer error=\"invalid_token\"")
+                } else {
+                    HeaderValue::from_static("Bearer")
+                };
+                headers.push((http::header::WWW_AUTHENTICATE, v));
+            }
+            GatewayError::Forbidden { scope } => {
+                let v = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.push((http::header::WWW_AUTHENTICATE, v));
+                }
+            }
+            _ => {}
         }
         ErrorResponse {
             status,

@@ -6,6 +6,7 @@
 //! [`runtime::Snapshot`] held by [`runtime::Store`].
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;

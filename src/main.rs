@@ -39,11 +39,41 @@ enum Command {
         #[arg(short, long, default_value = "gateway.yaml")]
         config: PathBuf,
     },
-    /// Mint a signed JWT for local testing.
-    Token {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Mint a signed JWT for local testing from a provider configured with a static key.
+    Token(Box<TokenArgs>),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[arg(short, long, default_value = "gateway.yaml")]
+    config: PathBuf,
+    /// The jwt provider (a name under jwt_providers).
+    #[arg(long)]
+    provider: String,
+    /// The subject (and consumer) of the token.
+    #[arg(long)]
+    sub: Option<String>,
+    /// Scopes, space-separated or repeated.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Lifetime, such as 15m or 1h.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Audience (default: the provider's first).
+    #[arg(long)]
+    aud: Option<String>,
+    /// The key to sign with, by kid.
+    #[arg(long)]
+    kid: Option<String>,
+    /// An extra claim, name=value (JSON values allowed); repeatable.
+    #[arg(long = "claim")]
+    claims: Vec<String>,
+    /// A private key (PEM) for a provider whose static key is a public key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The algorithm for --key, such as RS256 or ES256.
+    #[arg(long, default_value = "RS256")]
+    alg: String,
 }
 
 fn main() -> ExitCode {
@@ -92,10 +122,16 @@ fn main() -> ExitCode {
             println!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
             ExitCode::SUCCESS
         }
-        Command::Token { .. } => {
-            eprintln!("gateway token: JWT providers are not supported yet");
-            ExitCode::from(2)
-        }
+        Command::Token(args) => match token(*args) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway token: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -112,4 +148,50 @@ fn start(config: PathBuf, upgrade: bool, demo: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn token(
+    TokenArgs {
+        config,
+        provider,
+        sub,
+        scopes,
+        ttl,
+        aud,
+        kid,
+        claims,
+        key,
+        alg,
+    }: TokenArgs,
+) -> Result<String, String> {
+    let (_, store) = gateway::server::check(&config).map_err(|p| p.to_string())?;
+    let snapshot = store.load();
+    let p = snapshot
+        .identities
+        .providers
+        .get(&provider)
+        .ok_or_else(|| format!("no jwt provider {provider:?} in the configuration"))?;
+    let lifetime = gateway::config::values::parse_duration(&ttl)?;
+    let private_key = match key {
+        Some(path) => {
+            let pem =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some((pem, gateway::auth::keys::parse_alg(&alg)?))
+        }
+        None => None,
+    };
+    let opts = gateway::auth::mint::MintOptions {
+        subject: sub,
+        scopes: scopes
+            .iter()
+            .flat_map(|s| s.split_whitespace())
+            .map(str::to_string)
+            .collect(),
+        lifetime,
+        audience: aud,
+        kid,
+        claims,
+        private_key,
+    };
+    gateway::auth::mint::mint(p, &opts)
 }

@@ -30,6 +30,12 @@ metric!(UPSTREAM_DURATION: HistogramVec = register_histogram_vec!(
 metric!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
     "gateway_upstream_errors_total", "Upstream failures by kind (connect, timeout, reset, status).",
     &["upstream", "kind"]));
+metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "gateway_auth_failures_total", "Refused authentications and authorizations, by route and reason.",
+    &["route", "reason"]));
+metric!(JWKS_FETCHES: IntCounterVec = register_int_counter_vec!(
+    "gateway_jwks_fetches_total", "JWKS fetches by provider and result (success, failure).",
+    &["provider", "result"]));
 metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
     "gateway_config_reloads_total", "Policy reloads by result (success, failure).",
     &["result"]));
@@ -43,6 +49,8 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_DURATION);
     LazyLock::force(&UPSTREAM_ERRORS);
     LazyLock::force(&CONFIG_GENERATION);
+    LazyLock::force(&AUTH_FAILURES);
+    LazyLock::force(&JWKS_FETCHES);
     for r in ["success", "failure"] {
         CONFIG_RELOADS.with_label_values(&[r]);
     }

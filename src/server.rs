@@ -2,6 +2,7 @@
 //! readiness probe and, for `gateway demo`, the demo upstreams.
 
 use crate::admin::Admin;
+use crate::auth::refresh::JwksService;
 use crate::config::{self, GatewayConfig, Problems};
 use crate::proxy::Gateway;
 use crate::runtime::reload::ReloadService;
@@ -38,6 +39,7 @@ pub fn check(path: &std::path::Path) -> Result<(GatewayConfig, Store), Problems>
 struct Readiness {
     addrs: Vec<SocketAddr>,
     reload_armed: Arc<AtomicBool>,
+    store: Arc<Store>,
     ready: Arc<AtomicBool>,
 }
 
@@ -62,7 +64,11 @@ impl BackgroundService for Readiness {
                 }
             }
         }
-        while !self.reload_armed.load(Ordering::Acquire) {
+        // Every remote key set has had its first fetch (successful or not: a provider that
+        // is down must not keep the routes of other providers out of service).
+        while !self.reload_armed.load(Ordering::Acquire)
+            || !self.store.load().jwks.iter().all(|j| j.attempted())
+        {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 _ = shutdown.changed() => return,
@@ -148,6 +154,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             server.add_service(svc);
         }
     }
+    server.add_service(background_service("jwks", JwksService::new(store.clone())));
     let reload_armed = Arc::new(AtomicBool::new(false));
     server.add_service(background_service(
         "reload",
@@ -158,6 +165,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         Readiness {
             addrs: gw.file.listeners.iter().map(|l| l.bind).collect(),
             reload_armed,
+            store: store.clone(),
             ready,
         },
     ));

@@ -682,16 +682,16 @@ fn assert_refused(text: &str, needle: &str, what: &str) {
 }
 
 #[test]
-fn jwt_providers_are_refused() {
+fn consumer_plans_are_refused_until_rate_limiting() {
     let text = format!(
-        "{}jwt_providers:\n  corp:\n    issuer: \"https://id.example.com/\"\n    audiences: [orders-api]\n",
+        "{}consumers:\n  acme:\n    api_keys: [\"sha256:a2fb8545fcd457204e9fee11be92013aa3240b1b146fe262ba608fdfc159041c\"]\n    plan: partner-basic\n",
         policy(&["users"], &[route("a", "/a")])
     );
-    assert_refused(&text, "jwt_providers:", "jwt_providers");
+    assert_refused(&text, "plan: partner-basic", "plan");
 }
 
 #[test]
-fn jwt_route_auth_is_refused() {
+fn jwt_route_naming_an_unknown_provider() {
     let text = policy(
         &["users"],
         &[
@@ -699,7 +699,15 @@ fn jwt_route_auth_is_refused() {
             route_with("private", "/private", "auth: [jwt:corp]\nupstream: users"),
         ],
     );
-    assert_refused(&text, "auth: [jwt:corp]", "authentication");
+    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
+    let (ok, out) = c.check();
+    assert_problem(
+        ok,
+        &out,
+        &policy_path(&c, "routes.yaml"),
+        line_of(&text, "auth: [jwt:corp]"),
+        &["unknown jwt provider \"corp\""],
+    );
 }
 
 #[test]

@@ -145,6 +145,8 @@ pub struct JwtProviderDef {
     #[serde(default)]
     pub jwks_refresh: Option<Dur>,
     #[serde(default)]
+    pub jwks_timeout: Option<Dur>,
+    #[serde(default)]
     pub leeway: Option<Dur>,
     #[serde(default)]
     pub consumer_claim: Option<String>,

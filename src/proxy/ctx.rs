@@ -1,5 +1,6 @@
 //! Per-request state, shared by every phase of one request.
 
+use crate::auth::Identity;
 use crate::error::GatewayError;
 use crate::runtime::{Route, Snapshot};
 use std::net::IpAddr;
@@ -27,6 +28,8 @@ pub struct Ctx {
     pub error: Option<GatewayError>,
     pub body_bytes: u64,
     pub tls: bool,
+    /// Who made the request, once authenticated.
+    pub identity: Option<Identity>,
 }
 
 impl Ctx {
@@ -45,6 +48,7 @@ impl Ctx {
             error: None,
             body_bytes: 0,
             tls: false,
+            identity: None,
         }
     }
 
@@ -54,6 +58,10 @@ impl Ctx {
 
     pub fn route_name(&self) -> &str {
         self.route().map_or(UNMATCHED, |r| &r.name)
+    }
+
+    pub fn consumer(&self) -> Option<&str> {
+        self.identity.as_ref()?.consumer.as_deref()
     }
 
     pub fn upstream_name(&self) -> Option<&str> {

@@ -14,15 +14,15 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// Template values drawn from the client's request.
+/// Template values drawn from the client's request and its identity.
 struct RequestValues<'a> {
     req: &'a RequestHeader,
-    params: &'a [String],
+    ctx: &'a Ctx,
 }
 
 impl Values for RequestValues<'_> {
     fn path_param(&self, index: usize) -> Option<&str> {
-        self.params.get(index).map(String::as_str)
+        self.ctx.params.get(index).map(String::as_str)
     }
     fn query(&self, name: &str) -> Option<Cow<'_, str>> {
         let q = self.req.uri.query()?;
@@ -33,11 +33,12 @@ impl Values for RequestValues<'_> {
     fn header(&self, name: &HeaderName) -> Option<&str> {
         self.req.headers.get(name).and_then(|v| v.to_str().ok())
     }
-    fn claim(&self, _name: &str) -> Option<Cow<'_, str>> {
-        None
+    fn claim(&self, name: &str) -> Option<Cow<'_, str>> {
+        let claims = self.ctx.identity.as_ref()?.claims.as_ref()?;
+        crate::auth::jwt::claim_string(claims.get(name)?).map(Cow::Owned)
     }
     fn consumer_id(&self) -> Option<&str> {
-        None
+        self.ctx.consumer()
     }
 }
 
@@ -67,10 +68,7 @@ fn rewritten(client: &RequestHeader, ctx: &Ctx) -> Option<String> {
             }
         }
         Rewrite::Path(t) => {
-            let rendered = t.render(&RequestValues {
-                req: client,
-                params: &ctx.params,
-            });
+            let rendered = t.render(&RequestValues { req: client, ctx });
             Some(if rendered.contains('?') {
                 rendered
             } else {
@@ -126,6 +124,7 @@ pub fn upstream_request(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ct
     }
     set(up, &X_REQUEST_ID, &ctx.request_id);
     set(up, &TRACEPARENT, &ctx.traceparent);
+    identity_headers(up, ctx);
     if let Some(route) = ctx.route() {
         for h in &route.remove_headers {
             up.remove_header(h);
@@ -133,6 +132,63 @@ pub fn upstream_request(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ct
         for (k, v) in &route.set_headers {
             let _ = up.insert_header(k.clone(), v.clone());
         }
+    }
+}
+
+static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+
+/// Identity headers: whatever the client sent under these names is removed, then the
+/// gateway's own values are set. An API key is not forwarded upstream.
+fn identity_headers(up: &mut RequestHeader, ctx: &Ctx) {
+    let ids = &ctx.snapshot.identities;
+    for h in &ids.identity_headers {
+        up.remove_header(h);
+    }
+    let Some(id) = &ctx.identity else {
+        return;
+    };
+    if let Some(c) = &id.consumer {
+        set(up, &X_CONSUMER_ID, c);
+    }
+    if let (Some(p), Some(claims)) = (&id.provider, &id.claims) {
+        for (claim, header) in &p.forward_claims {
+            if let Some(v) = claims.get(claim).and_then(crate::auth::jwt::claim_string) {
+                set(up, header, &v);
+            }
+        }
+    }
+    if id.by_api_key {
+        if let Some(keys) = &ids.api_keys {
+            up.remove_header(&keys.header);
+            if let Some(q) = &keys.query {
+                strip_query_param(up, q);
+            }
+        }
+        up.remove_header(crate::auth::apikey::DEFAULT_HEADER);
+    }
+}
+
+/// Removes every `name=...` pair from the request's query, leaving the rest byte for byte.
+fn strip_query_param(up: &mut RequestHeader, name: &str) {
+    let Some(query) = up.uri.query() else {
+        return;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_none_or(|(k, _)| k != name)
+        })
+        .collect();
+    let path = up.uri.path();
+    let pq = if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    if let Ok(uri) = pq.parse::<http::Uri>() {
+        up.set_uri(uri);
     }
 }
 

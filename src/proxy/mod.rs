@@ -3,6 +3,7 @@
 pub mod admit;
 pub mod ctx;
 pub mod forward;
+pub mod guard;
 pub mod ids;
 pub mod log;
 pub mod respond;
@@ -53,9 +54,13 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        match admit::admit(session.req_header(), ctx) {
-            admit::Outcome::Proxy => Ok(false),
-            admit::Outcome::Reject(err) => {
+        let outcome = match admit::admit(session.req_header(), ctx) {
+            admit::Outcome::Proxy => guard::check(session.req_header(), ctx).await,
+            admit::Outcome::Reject(err) => Err(err),
+        };
+        match outcome {
+            Ok(()) => Ok(false),
+            Err(err) => {
                 respond::write_error(session, ctx, &err, false).await;
                 Ok(true)
             }
@@ -205,7 +210,10 @@ fn upstream_key(session: &Session, ctx: &Ctx, key: &crate::config::values::Clien
             .get(h)
             .map(|v| v.as_bytes().to_vec())
             .unwrap_or_default(),
-        // Without authentication there is no consumer: hash on the client's address.
+        ClientKey::Consumer if ctx.consumer().is_some() => {
+            ctx.consumer().unwrap_or_default().as_bytes().to_vec()
+        }
+        // A request without a consumer (a public route) hashes on the client's address.
         ClientKey::ClientIp | ClientKey::Consumer => ctx
             .client_ip
             .map(|ip| ip.to_string().into_bytes())

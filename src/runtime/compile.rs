@@ -25,6 +25,8 @@ pub fn compile(
     let mut problems = Problems::default();
     super::unsupported::refuse(set, &mut problems);
     let upstreams = build_upstreams(set, prev, &mut problems);
+    let prev_jwks = prev.map(|s| s.jwks.as_slice()).unwrap_or_default();
+    let ids = crate::auth::compile::identities(set, prev_jwks, &mut problems);
     let settings = Arc::new(Settings {
         max_body: gw.file.limits.max_body.0,
         trusted_proxies: gw.file.trusted_proxies.clone(),
@@ -48,7 +50,15 @@ pub fn compile(
                 ));
                 continue;
             }
-            let Some(c) = compile_route(src, &at, def, &upstreams, &settings, &mut problems) else {
+            let Some(c) = compile_route(
+                src,
+                &at,
+                def,
+                &upstreams,
+                &ids.identities,
+                &settings,
+                &mut problems,
+            ) else {
                 continue;
             };
             let methods = def
@@ -92,7 +102,9 @@ pub fn compile(
         routes,
         upstreams,
         settings,
-        referenced: Vec::new(),
+        identities: ids.identities,
+        jwks: ids.jwks,
+        referenced: ids.referenced,
     })
 }
 
@@ -157,10 +169,12 @@ fn compile_route(
     at: &str,
     def: &RouteDef,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
+    ids: &crate::auth::Identities,
     settings: &Settings,
     p: &mut Problems,
 ) -> Option<Compiled> {
     let mut errs: Vec<(&str, String)> = Vec::new();
+    let auth = crate::auth::compile::route_auth(def, ids, &mut errs);
     let mut err = |field: &'static str, msg: String| errs.push((field, msg));
     if def.name.is_empty() {
         err(".name", "the name is empty".into());
@@ -200,8 +214,11 @@ fn compile_route(
     let params = path.as_ref().map(|p| p.params()).unwrap_or_default();
     let scope = Scope {
         path_params: &params,
-        claims: false,
-        consumer: false,
+        claims: auth
+            .methods
+            .iter()
+            .any(|m| matches!(m, crate::auth::Method::Jwt(_))),
+        consumer: !auth.is_public(),
     };
     let rewrite = match &def.rewrite {
         None => Rewrite::None,
@@ -271,6 +288,7 @@ fn compile_route(
         path: path?,
         route: Route {
             name: def.name.as_str().into(),
+            auth,
             upstream: upstream?,
             rewrite,
             set_headers,

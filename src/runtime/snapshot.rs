@@ -1,5 +1,7 @@
 //! The immutable, compiled policy set that every request reads from.
 
+use crate::auth::jwks::JwksSource;
+use crate::auth::{Identities, RouteAuth};
 use crate::proxy::router::Router;
 use crate::template::Template;
 use crate::upstream::Upstream;
@@ -35,6 +37,7 @@ pub enum Rewrite {
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    pub auth: RouteAuth,
     pub upstream: Arc<Upstream>,
     pub rewrite: Rewrite,
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
@@ -52,6 +55,9 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub settings: Arc<Settings>,
+    pub identities: Identities,
+    /// Remote key sets, refreshed by the JWKS service; reused across reloads when unchanged.
+    pub jwks: Vec<Arc<JwksSource>>,
     /// Files the policies refer to (schemas, keys, certificates): watched, and part of the
     /// change check, so that editing one reloads the set.
     pub referenced: Vec<PathBuf>,

@@ -1,7 +1,6 @@
 //! Configuration whose feature has not landed yet: parsed (so typos are caught), then
 //! refused with a clear error rather than silently ignored. Each feature removes its lines.
 
-use crate::config::policy::AuthDef;
 use crate::config::{GatewayConfig, PolicySet, Problems};
 
 const NOT_YET: &str = "is not supported yet";
@@ -40,14 +39,19 @@ pub fn refuse(set: &PolicySet, p: &mut Problems) {
         let f = &src.file;
         let mut refuse =
             |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
-        if !f.jwt_providers.is_empty() {
-            refuse("jwt_providers", "jwt_providers (JWT authentication)");
-        }
-        if f.api_keys.is_some() {
-            refuse("api_keys", "api_keys (API-key authentication)");
-        }
-        if !f.consumers.is_empty() {
-            refuse("consumers", "consumers");
+        for (id, c) in &f.consumers {
+            if c.plan.is_some() {
+                refuse(
+                    &format!("consumers.{id}.plan"),
+                    "a consumer's plan (rate limiting)",
+                );
+            }
+            if c.client_cert.is_some() {
+                refuse(
+                    &format!("consumers.{id}.client_cert"),
+                    "client certificates (mTLS)",
+                );
+            }
         }
         if !f.plans.is_empty() {
             refuse("plans", "plans (rate limiting)");
@@ -69,12 +73,6 @@ pub fn refuse(set: &PolicySet, p: &mut Problems) {
         }
         for (i, r) in f.routes.iter().enumerate() {
             let at = format!("routes.{i}");
-            if matches!(r.auth, Some(AuthDef::AnyOf(_))) {
-                refuse(&format!("{at}.auth"), "authentication (jwt, api_key)");
-            }
-            if !r.scopes.is_empty() {
-                refuse(&format!("{at}.scopes"), "scopes");
-            }
             if r.rate_limit.is_some() {
                 refuse(&format!("{at}.rate_limit"), "rate_limit");
             }
