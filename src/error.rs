@@ -14,6 +14,15 @@ pub enum GatewayError {
     MethodNotAllowed { allow: String },
     #[error("{0}")]
     BadRequest(String),
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<Detail>,
+    },
+    #[error("the body must be JSON: send Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{}", .reason.message())]
     Unauthorized { reason: Reason, token: bool },
     #[error("the scope {scope:?} is required")]
@@ -30,6 +39,13 @@ pub enum GatewayError {
     Internal,
 }
 
+/// One validation problem: where in the document (a JSON Pointer) and what.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Detail {
+    pub path: String,
+    pub message: String,
+}
+
 /// What an error looks like on the wire.
 pub struct ErrorResponse {
     pub status: StatusCode,
@@ -43,7 +59,9 @@ impl GatewayError {
         match self {
             NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            BadRequest(_) | Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
@@ -57,7 +75,7 @@ impl GatewayError {
     /// The JSON error body and any headers this error requires (such as `Allow`).
     pub fn to_response(&self, request_id: &str) -> ErrorResponse {
         let (status, code) = self.status_and_code();
-        let body = json!({
+        let mut body = json!({
             "error": {
                 "status": status.as_u16(),
                 "code": code,
@@ -65,6 +83,9 @@ impl GatewayError {
                 "request_id": request_id,
             }
         });
+        if let GatewayError::Invalid { details, .. } = self {
+            body["error"]["details"] = json!(details);
+        }
         let mut headers = Vec::new();
         match self {
             GatewayError::MethodNotAllowed { allow } => {

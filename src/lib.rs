@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod server;
 pub mod template;
 pub mod upstream;
+pub mod validate;

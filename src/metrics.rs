@@ -33,6 +33,9 @@ metric!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
 metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
     "gateway_auth_failures_total", "Refused authentications and authorizations, by route and reason.",
     &["route", "reason"]));
+metric!(VALIDATION_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "gateway_validation_failures_total", "Requests refused by validation (400, 415), by route.",
+    &["route"]));
 metric!(JWKS_FETCHES: IntCounterVec = register_int_counter_vec!(
     "gateway_jwks_fetches_total", "JWKS fetches by provider and result (success, failure).",
     &["provider", "result"]));
@@ -51,6 +54,7 @@ pub fn init() {
     LazyLock::force(&CONFIG_GENERATION);
     LazyLock::force(&AUTH_FAILURES);
     LazyLock::force(&JWKS_FETCHES);
+    LazyLock::force(&VALIDATION_FAILURES);
     for r in ["success", "failure"] {
         CONFIG_RELOADS.with_label_values(&[r]);
     }

@@ -121,6 +121,13 @@ pub struct Limits {
     pub max_body: Size,
     #[serde(default)]
     pub header_timeout: Option<Dur>,
+    /// How long a body that must be read whole (for validation) may take to arrive.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Dur,
+}
+
+fn default_body_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
 }
 
 fn default_max_body() -> Size {
@@ -132,6 +139,7 @@ impl Default for Limits {
         Limits {
             max_body: default_max_body(),
             header_timeout: None,
+            body_timeout: default_body_timeout(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod ctx;
 pub mod forward;
 pub mod guard;
 pub mod ids;
+pub mod inspect;
 pub mod log;
 pub mod respond;
 pub mod router;
@@ -55,7 +56,10 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let outcome = match admit::admit(session.req_header(), ctx) {
-            admit::Outcome::Proxy => guard::check(session.req_header(), ctx).await,
+            admit::Outcome::Proxy => match guard::check(session.req_header(), ctx).await {
+                Ok(()) => inspect::check(session, ctx).await,
+                Err(e) => Err(e),
+            },
             admit::Outcome::Reject(err) => Err(err),
         };
         match outcome {

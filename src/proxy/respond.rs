@@ -12,7 +12,12 @@ use std::time::Duration;
 /// response says `Connection: close`: the connection will not be reused (after a proxy
 /// failure, or when an unread body is left on it).
 pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, close: bool) -> u16 {
-    if close || matches!(err, GatewayError::BodyTooLarge { .. }) {
+    if close
+        || matches!(
+            err,
+            GatewayError::BodyTooLarge { .. } | GatewayError::RequestTimeout
+        )
+    {
         session.set_keepalive(None);
     }
     let r = err.to_response(&ctx.request_id);

@@ -29,9 +29,11 @@ pub fn compile(
     let ids = crate::auth::compile::identities(set, prev_jwks, &mut problems);
     let settings = Arc::new(Settings {
         max_body: gw.file.limits.max_body.0,
+        body_timeout: gw.file.limits.body_timeout.0,
         trusted_proxies: gw.file.trusted_proxies.clone(),
     });
 
+    let mut referenced = Vec::new();
     let mut router = Router::default();
     let mut routes = Vec::new();
     let mut seen: HashMap<&str, &PolicySource> = HashMap::new();
@@ -57,6 +59,7 @@ pub fn compile(
                 &upstreams,
                 &ids.identities,
                 &settings,
+                &mut referenced,
                 &mut problems,
             ) else {
                 continue;
@@ -104,7 +107,7 @@ pub fn compile(
         settings,
         identities: ids.identities,
         jwks: ids.jwks,
-        referenced: ids.referenced,
+        referenced: ids.referenced.into_iter().chain(referenced).collect(),
     })
 }
 
@@ -171,6 +174,7 @@ fn compile_route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     ids: &crate::auth::Identities,
     settings: &Settings,
+    referenced: &mut Vec<std::path::PathBuf>,
     p: &mut Problems,
 ) -> Option<Compiled> {
     let mut errs: Vec<(&str, String)> = Vec::new();
@@ -250,6 +254,8 @@ fn compile_route(
         },
     };
     let req = def.request.clone().unwrap_or_default();
+    let (validation, max_body) =
+        super::validation::compile(src, &req, settings, referenced, &mut err);
     let ops = req.headers.unwrap_or_default();
     let mut set_headers = Vec::new();
     for (k, v) in &ops.set {
@@ -293,7 +299,8 @@ fn compile_route(
             rewrite,
             set_headers,
             remove_headers,
-            max_body: req.max_body.map(|s| s.0).unwrap_or(settings.max_body),
+            max_body,
+            validation,
         },
     })
 }

@@ -6,6 +6,7 @@ pub mod reload;
 pub mod snapshot;
 pub mod store;
 pub mod unsupported;
+pub mod validation;
 
 pub use snapshot::{Route, Settings, Snapshot};
 pub use store::{Reloaded, Store};

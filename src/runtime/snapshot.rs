@@ -5,6 +5,7 @@ use crate::auth::{Identities, RouteAuth};
 use crate::proxy::router::Router;
 use crate::template::Template;
 use crate::upstream::Upstream;
+use crate::validate::RouteValidation;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::time::SystemTime;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_body: u64,
+    pub body_timeout: std::time::Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
 
@@ -43,6 +45,7 @@ pub struct Route {
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     pub remove_headers: Vec<HeaderName>,
     pub max_body: u64,
+    pub validation: Option<Arc<RouteValidation>>,
 }
 
 /// A whole generation of compiled policy.

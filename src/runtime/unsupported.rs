@@ -76,20 +76,6 @@ pub fn refuse(set: &PolicySet, p: &mut Problems) {
             if r.rate_limit.is_some() {
                 refuse(&format!("{at}.rate_limit"), "rate_limit");
             }
-            if let Some(req) = &r.request {
-                if req.schema.is_some() {
-                    refuse(
-                        &format!("{at}.request.schema"),
-                        "request.schema (JSON Schema validation)",
-                    );
-                }
-                if req.query_schema.is_some() {
-                    refuse(
-                        &format!("{at}.request.query_schema"),
-                        "request.query_schema",
-                    );
-                }
-            }
             if r.aggregate.is_some() {
                 refuse(
                     &format!("{at}.aggregate"),

@@ -106,6 +106,7 @@ async fn echo(
         "query": parts.uri.query(),
         "headers": headers,
         "body_len": body.len(),
+        "body_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body)),
         "peer": peer.to_string(),
     }))
     .into_response()

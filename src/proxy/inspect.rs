@@ -1,0 +1,78 @@
+//! Step 6 of a request: validation of the query and of the body, which is read whole
+//! (bounded by the route's limit and `limits.body_timeout`) before anything goes upstream.
+
+use super::ctx::Ctx;
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::validate::{check_body, is_json_media_type, RouteValidation};
+use pingora_proxy::Session;
+
+async fn read_body(session: &mut Session, ctx: &Ctx, limit: u64) -> Result<Vec<u8>, GatewayError> {
+    // What is read here is kept by Pingora's retry buffer and sent upstream as it was.
+    session.as_mut().enable_retry_buffering();
+    let deadline = tokio::time::Instant::now() + ctx.snapshot.settings.body_timeout;
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Err(_) => return Err(GatewayError::RequestTimeout),
+            Ok(Err(_)) => {
+                return Err(GatewayError::BadRequest(
+                    "the request body could not be read".into(),
+                ))
+            }
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(chunk))) => {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+async fn run(
+    session: &mut Session,
+    ctx: &Ctx,
+    v: &RouteValidation,
+    limit: u64,
+) -> Result<(), GatewayError> {
+    if let Some(q) = &v.query {
+        q.check(session.req_header().uri.query())?;
+    }
+    let Some(schema) = &v.body else {
+        return Ok(());
+    };
+    let content_type = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !is_json_media_type(content_type) {
+        return Err(GatewayError::UnsupportedMediaType);
+    }
+    let body = read_body(session, ctx, limit).await?;
+    check_body(schema, &body)
+}
+
+/// Validates the request against its route's schemas; counts refusals.
+pub async fn check(session: &mut Session, ctx: &Ctx) -> Result<(), GatewayError> {
+    let Some(route) = ctx.route() else {
+        return Ok(());
+    };
+    let Some(v) = route.validation.clone() else {
+        return Ok(());
+    };
+    let result = run(session, ctx, &v, route.max_body).await;
+    if let Err(
+        GatewayError::Invalid { .. }
+        | GatewayError::BadRequest(_)
+        | GatewayError::UnsupportedMediaType,
+    ) = &result
+    {
+        metrics::VALIDATION_FAILURES
+            .with_label_values(&[ctx.route_name()])
+            .inc();
+    }
+    result
+}

@@ -1,0 +1,65 @@
+//! Compiles a route's `request` validation: body and query schemas, and the body limit
+//! that goes with them.
+
+use super::snapshot::Settings;
+use crate::config::policy::RequestDef;
+use crate::config::PolicySource;
+use crate::validate::{query::QueryValidator, schema, RouteValidation, MAX_VALIDATED_BODY};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The route's validation (if any) and its body limit. Problems go to `err` as
+/// (field, message).
+pub fn compile(
+    src: &PolicySource,
+    req: &RequestDef,
+    settings: &Settings,
+    referenced: &mut Vec<PathBuf>,
+    err: &mut impl FnMut(&'static str, String),
+) -> (Option<Arc<RouteValidation>>, u64) {
+    let explicit = req.max_body.map(|s| s.0);
+    let mut max_body = explicit.unwrap_or(settings.max_body);
+    let body = req
+        .schema
+        .as_ref()
+        .and_then(|s| match schema::compile(s, src.dir()) {
+            Ok(c) => {
+                referenced.extend(c.files);
+                Some(c.validator)
+            }
+            Err(e) => {
+                err(".request.schema", e);
+                None
+            }
+        });
+    if req.schema.is_some() {
+        match explicit {
+            Some(n) if n > MAX_VALIDATED_BODY => err(
+                ".request.max_body",
+                format!("with a schema, max_body is at most 64KiB (bodies are validated whole before anything goes upstream); it is {n}"),
+            ),
+            _ => max_body = max_body.min(MAX_VALIDATED_BODY),
+        }
+    }
+    let query = req.query_schema.as_ref().and_then(|s| {
+        let compiled = schema::compile(s, src.dir())
+            .map_err(|e| err(".request.query_schema", e))
+            .ok()?;
+        referenced.extend(compiled.files);
+        let json = match s {
+            serde_yaml::Value::String(rel) => {
+                std::fs::read(src.dir().join(rel)).ok().and_then(|t| {
+                    serde_json::from_slice(&t)
+                        .or_else(|_| serde_yaml::from_slice(&t))
+                        .ok()
+                })
+            }
+            other => serde_json::to_value(other).ok(),
+        }
+        .unwrap_or_default();
+        Some(QueryValidator::new(compiled.validator, &json))
+    });
+    let validation =
+        (body.is_some() || query.is_some()).then(|| Arc::new(RouteValidation { body, query }));
+    (validation, max_body)
+}
