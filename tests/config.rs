@@ -724,16 +724,16 @@ fn route_rate_limit_is_refused() {
 }
 
 #[test]
-fn request_schema_is_refused() {
+fn aggregate_is_refused() {
     let text = policy(
         &["users"],
         &[route_with(
-            "validated",
-            "/validated",
-            "auth: none\nupstream: users\nrequest:\n  max_body: 64KiB\n  schema: { type: object }",
+            "bff",
+            "/bff",
+            "auth: none\naggregate:\n  timeout: 2s\n  calls:\n    - { name: a, upstream: users, path: /a }",
         )],
     );
-    assert_refused(&text, "schema:", "request.schema");
+    assert_refused(&text, "aggregate:", "aggregate");
 }
 
 #[test]

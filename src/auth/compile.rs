@@ -5,7 +5,7 @@ use super::apikey::{self, ApiKeys};
 use super::jwks::JwksSource;
 use super::jwt::{Provider, ProviderParts};
 use super::keys::{self, Key};
-use super::{Consumer, Identities, Method, RouteAuth};
+use super::{Consumer, Identities, RouteAuth};
 use crate::config::policy::{AuthDef, AuthMethod, JwtProviderDef, RouteDef};
 use crate::config::{PolicySet, PolicySource, Problems};
 use jsonwebtoken::Algorithm;
@@ -258,26 +258,26 @@ pub fn route_auth(
     ids: &Identities,
     errs: &mut Vec<(&'static str, String)>,
 ) -> RouteAuth {
-    let mut methods = Vec::new();
+    let mut auth = RouteAuth {
+        scopes: def.scopes.clone(),
+        ..RouteAuth::default()
+    };
     if let Some(AuthDef::AnyOf(list)) = &def.auth {
         for m in list {
             match m {
-                AuthMethod::ApiKey => methods.push(Method::ApiKey),
+                AuthMethod::ApiKey => auth.api_key = true,
                 AuthMethod::Jwt(name) => match ids.providers.get(name) {
-                    Some(p) => methods.push(Method::Jwt(p.clone())),
+                    Some(p) => auth.providers.push(p.clone()),
                     None => errs.push((".auth", format!("unknown jwt provider {name:?}"))),
                 },
             }
         }
     }
-    if methods.is_empty() && !def.scopes.is_empty() {
+    if auth.is_public() && !def.scopes.is_empty() {
         errs.push((
             ".scopes",
             "scopes need an authenticated route (auth is none)".into(),
         ));
     }
-    RouteAuth {
-        methods,
-        scopes: def.scopes.clone(),
-    }
+    auth
 }

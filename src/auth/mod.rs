@@ -63,23 +63,19 @@ impl Reason {
     }
 }
 
-/// One accepted way to authenticate on a route.
-#[derive(Debug, Clone)]
-pub enum Method {
-    Jwt(Arc<Provider>),
-    ApiKey,
-}
-
-/// A route's authentication and authorization policy. No methods: a public route.
+/// A route's authentication and authorization policy: the JWT providers and whether API
+/// keys are accepted (any one suffices; none at all: a public route), and the scopes
+/// every request needs.
 #[derive(Debug, Clone, Default)]
 pub struct RouteAuth {
-    pub methods: Vec<Method>,
+    pub providers: Vec<Arc<Provider>>,
+    pub api_key: bool,
     pub scopes: Vec<String>,
 }
 
 impl RouteAuth {
     pub fn is_public(&self) -> bool {
-        self.methods.is_empty()
+        self.providers.is_empty() && !self.api_key
     }
 }
 
@@ -140,7 +136,7 @@ fn peek_issuer(token: &str) -> Option<String> {
 }
 
 impl Identities {
-    async fn by_jwt(&self, providers: &[&Arc<Provider>], token: &str) -> Result<Identity, Failure> {
+    async fn by_jwt(&self, providers: &[Arc<Provider>], token: &str) -> Result<Identity, Failure> {
         let fail = |reason| Failure {
             reason,
             token: true,
@@ -206,26 +202,18 @@ impl Identities {
         if route.is_public() {
             return Ok(None);
         }
-        let providers: Vec<&Arc<Provider>> = route
-            .methods
-            .iter()
-            .filter_map(|m| match m {
-                Method::Jwt(p) => Some(p),
-                Method::ApiKey => None,
-            })
-            .collect();
-        let api_key = route.methods.iter().any(|m| matches!(m, Method::ApiKey));
+        let providers = &route.providers;
         let mut failure = Failure {
             reason: Reason::Missing,
             token: false,
         };
         if let (false, Some(token)) = (providers.is_empty(), bearer(req)) {
-            match self.by_jwt(&providers, token).await {
+            match self.by_jwt(providers, token).await {
                 Ok(id) => return Ok(Some(id)),
                 Err(f) => failure = f,
             }
         }
-        if api_key {
+        if route.api_key {
             let presented = self
                 .api_keys
                 .as_ref()

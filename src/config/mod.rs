@@ -159,6 +159,16 @@ pub fn policy_files(path: &Path) -> Result<Vec<PathBuf>, Problem> {
     Ok(files)
 }
 
+/// Parses the text of one policy file (what a reload does for each file; also fuzzed).
+pub fn parse_policy(path: &Path, text: &str) -> Result<PolicySource, Problem> {
+    let (file, locator) = parse_yaml::<Option<PolicyFile>>(path, text)?;
+    Ok(PolicySource {
+        path: path.to_path_buf(),
+        file: file.unwrap_or_default(),
+        locator,
+    })
+}
+
 /// Loads and parses every policy file; all parse problems are reported together.
 pub fn load_policies(path: &Path) -> Result<PolicySet, Problems> {
     let files = policy_files(path)?;
@@ -177,12 +187,8 @@ pub fn load_policies(path: &Path) -> Result<PolicySet, Problems> {
         hasher.update([0]);
         hasher.update(text.as_bytes());
         hasher.update([0]);
-        match parse_yaml::<Option<PolicyFile>>(&f, &text) {
-            Ok((file, locator)) => sources.push(PolicySource {
-                path: f,
-                file: file.unwrap_or_default(),
-                locator,
-            }),
+        match parse_policy(&f, &text) {
+            Ok(src) => sources.push(src),
             Err(p) => problems.push(p),
         }
     }

@@ -10,6 +10,22 @@ use pingora_proxy::Session;
 async fn read_body(session: &mut Session, ctx: &Ctx, limit: u64) -> Result<Vec<u8>, GatewayError> {
     // What is read here is kept by Pingora's retry buffer and sent upstream as it was.
     session.as_mut().enable_retry_buffering();
+    // A client that sent `Expect: 100-continue` waits for it before sending the body; the
+    // upstream that would otherwise answer it is only asked once the body has been read, so
+    // the gateway answers it, and the expectation does not go upstream.
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && session.req_header().version == http::Version::HTTP_11 {
+        let _ = session.as_mut().write_continue_response().await;
+    }
+    if expects_continue {
+        session
+            .req_header_mut()
+            .remove_header(&http::header::EXPECT);
+    }
     let deadline = tokio::time::Instant::now() + ctx.snapshot.settings.body_timeout;
     let mut body = Vec::new();
     loop {
@@ -38,11 +54,33 @@ async fn run(
     limit: u64,
 ) -> Result<(), GatewayError> {
     if let Some(q) = &v.query {
-        q.check(session.req_header().uri.query())?;
+        // The API-key query parameter is the gateway's credential, not the upstream's.
+        let key_param = ctx
+            .snapshot
+            .identities
+            .api_keys
+            .as_ref()
+            .and_then(|k| k.query.as_deref());
+        q.check_except(session.req_header().uri.query(), key_param)?;
     }
     let Some(schema) = &v.body else {
         return Ok(());
     };
+    // Methods without body semantics are validated only when they carry a body; POST, PUT
+    // and PATCH always need one.
+    let req = session.req_header();
+    let bodyless_method = matches!(
+        req.method,
+        http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS
+    );
+    let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if bodyless_method && !has_body {
+        return Ok(());
+    }
     let content_type = session
         .req_header()
         .headers

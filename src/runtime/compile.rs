@@ -34,6 +34,11 @@ pub fn compile(
     });
 
     let mut referenced = Vec::new();
+    let shared = Shared {
+        upstreams: &upstreams,
+        ids: &ids.identities,
+        settings: &settings,
+    };
     let mut router = Router::default();
     let mut routes = Vec::new();
     let mut seen: HashMap<&str, &PolicySource> = HashMap::new();
@@ -52,16 +57,8 @@ pub fn compile(
                 ));
                 continue;
             }
-            let Some(c) = compile_route(
-                src,
-                &at,
-                def,
-                &upstreams,
-                &ids.identities,
-                &settings,
-                &mut referenced,
-                &mut problems,
-            ) else {
+            let Some(c) = compile_route(src, &at, def, &shared, &mut referenced, &mut problems)
+            else {
                 continue;
             };
             let methods = def
@@ -167,16 +164,26 @@ struct Compiled {
     route: Route,
 }
 
+/// What every route of a set is compiled against.
+struct Shared<'a> {
+    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    ids: &'a crate::auth::Identities,
+    settings: &'a Settings,
+}
+
 fn compile_route(
     src: &PolicySource,
     at: &str,
     def: &RouteDef,
-    upstreams: &BTreeMap<String, Arc<Upstream>>,
-    ids: &crate::auth::Identities,
-    settings: &Settings,
+    shared: &Shared<'_>,
     referenced: &mut Vec<std::path::PathBuf>,
     p: &mut Problems,
 ) -> Option<Compiled> {
+    let Shared {
+        upstreams,
+        ids,
+        settings,
+    } = *shared;
     let mut errs: Vec<(&str, String)> = Vec::new();
     let auth = crate::auth::compile::route_auth(def, ids, &mut errs);
     let mut err = |field: &'static str, msg: String| errs.push((field, msg));
@@ -218,10 +225,7 @@ fn compile_route(
     let params = path.as_ref().map(|p| p.params()).unwrap_or_default();
     let scope = Scope {
         path_params: &params,
-        claims: auth
-            .methods
-            .iter()
-            .any(|m| matches!(m, crate::auth::Method::Jwt(_))),
+        claims: !auth.providers.is_empty(),
         consumer: !auth.is_public(),
     };
     let rewrite = match &def.rewrite {

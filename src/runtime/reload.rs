@@ -76,7 +76,8 @@ impl BackgroundService for ReloadService {
             }
         };
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let mut watcher = self.watch(tx.clone());
+        // Held only to keep the watch alive (its drop ends it).
+        let mut _watcher = self.watch(tx.clone());
         self.armed.store(true, Ordering::Release);
         loop {
             let force = tokio::select! {
@@ -93,8 +94,9 @@ impl BackgroundService for ReloadService {
             };
             self.reload(force).await;
             // Re-arm: directories may have been replaced, or referenced files may differ.
-            drop(watcher);
-            watcher = self.watch(tx.clone());
+            // The new watch is in place before the old one is dropped (on assignment), so a
+            // change made just after a reload is not lost between the two.
+            _watcher = self.watch(tx.clone());
         }
     }
 }

@@ -62,10 +62,14 @@ impl QueryValidator {
     }
 
     /// The query as a typed JSON object; repeated parameters become arrays where the schema
-    /// says so, otherwise the last one wins.
-    fn object(&self, query: Option<&str>) -> Value {
+    /// says so, otherwise the last one wins. `credential` (the API-key parameter) is left
+    /// out: it is the gateway's, and an error must never echo it.
+    fn object(&self, query: Option<&str>, credential: Option<&str>) -> Value {
         let mut obj = Map::new();
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if credential.is_some_and(|c| c == k) {
+                continue;
+            }
             let kind = self.kinds.get(k.as_ref()).unwrap_or(&Kind::String);
             match kind {
                 Kind::Array(item) => {
@@ -85,7 +89,16 @@ impl QueryValidator {
     }
 
     pub fn check(&self, query: Option<&str>) -> Result<(), GatewayError> {
-        let details = errors(&self.validator, &self.object(query));
+        self.check_except(query, None)
+    }
+
+    /// Like [`check`](Self::check), without the parameter named `credential`.
+    pub fn check_except(
+        &self,
+        query: Option<&str>,
+        credential: Option<&str>,
+    ) -> Result<(), GatewayError> {
+        let details = errors(&self.validator, &self.object(query, credential));
         if details.is_empty() {
             Ok(())
         } else {
