@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::line_of;
+
 use common::{bin, client, ConfigDir, Gateway, Upstream};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -2256,22 +2258,6 @@ routes:
 // ---------------------------------------------------------------------------------------
 // 12. Configuration errors (`gateway check`)
 // ---------------------------------------------------------------------------------------
-
-/// The 1-based line of the only line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
-    let hits: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(needle))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "{needle:?} must be on exactly one line of:\n{text}"
-    );
-    hits[0]
-}
 
 /// Checks a configuration made of policy `text` and asserts that it fails with a
 /// problem reported at the line of `needle`, with a message containing all of `parts`.

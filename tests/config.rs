@@ -5,6 +5,8 @@
 // The harness re-exports its upstream server, which these tests do not need.
 mod common;
 
+use common::line_of;
+
 use common::{bin, free_port, ConfigDir};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -49,22 +51,6 @@ fn policy(upstreams: &[&str], routes: &[String]) -> String {
         }
     }
     s
-}
-
-/// The 1-based line of the only line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
-    let hits: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(needle))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "{needle:?} must be on exactly one line of:\n{text}"
-    );
-    hits[0]
 }
 
 /// The line of `needle` in the gateway.yaml the harness wrote (with the `extra` part).

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::line_of;
+
 use common::{client, ConfigDir, Gateway, Upstream};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -50,22 +52,6 @@ fn write(config: &ConfigDir, rel: &str, text: &str) {
     let p = config.path().join("policies").join(rel);
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
     std::fs::write(p, text).expect("write file");
-}
-
-/// The 1-based line of the only line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
-    let hits: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(needle))
-        .map(|(i, _)| i + 1)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "{needle:?} must be on exactly one line of:\n{text}"
-    );
-    hits[0]
 }
 
 fn sha256(b: &[u8]) -> String {
@@ -1403,7 +1389,10 @@ async fn bodyless_methods_skip_body_validation_post_needs_a_body() {
     let c = client();
     assert_eq!(c.get(gw.url("/item")).send().await.unwrap().status(), 200);
     assert_eq!(c.head(gw.url("/item")).send().await.unwrap().status(), 200);
-    assert_eq!(c.delete(gw.url("/item")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.delete(gw.url("/item")).send().await.unwrap().status(),
+        200
+    );
     let r = c.post(gw.url("/item")).send().await.unwrap();
     assert_eq!(r.status(), 415, "a POST without a body or content type");
     let r = c

@@ -235,6 +235,23 @@ pub async fn raw(addr: SocketAddr, request: &[u8], quiet: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The 1-based line of the only line of `text` containing `needle` (to compute the
+/// `file:line` a configuration problem must name).
+pub fn line_of(text: &str, needle: &str) -> usize {
+    let hits: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "{needle:?} must be on exactly one line of:\n{text}"
+    );
+    hits[0]
+}
+
 /// The status code of the first response in a raw HTTP/1.1 answer.
 pub fn raw_status(resp: &str) -> u16 {
     resp.split_whitespace()
