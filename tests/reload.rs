@@ -505,3 +505,43 @@ async fn zero_downtime_binary_upgrade() {
     );
     drop(new);
 }
+
+/// Files that are not configuration (a log next to gateway.yaml, notes in the policies
+/// directory) change all the time; their writes must not postpone a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrelated_files_next_to_the_config_do_not_delay_reloads() {
+    let a = Upstream::start("a").await;
+    let gw = Gateway::start("", &[("p.yaml", &version(&a.target(), &[]))]).await;
+    let dir = gw.config.path().to_path_buf();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, dir) = (stop.clone(), dir.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = std::fs::File::create(dir.join("gateway.log")).unwrap();
+            let mut notes = std::fs::File::create(dir.join("policies/NOTES.txt")).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                writeln!(log, "a log line").unwrap();
+                writeln!(notes, "a note").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_atomically(
+        &dir.join("policies/p.yaml"),
+        &version(&a.target(), &["new".into()]),
+    );
+    let took = until_status(&gw.url("/extra/new"), 200, Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        took < Duration::from_secs(1),
+        "the change took {took:?} to go live"
+    );
+    assert_eq!(
+        config(&gw).await["generation"],
+        2,
+        "the noise caused no reloads"
+    );
+}

@@ -178,12 +178,19 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
-        // The gateway's own refusals are reported by the access log, not as errors.
-        matches!(
-            ctx.error,
-            Some(GatewayError::BodyTooLarge { .. }) | Some(GatewayError::UpstreamUnavailable)
-        )
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+        // The gateway's own refusals, and clients that went away, are reported by the
+        // access log (status 0 for the latter), not as errors.
+        let client_gone = matches!(error.esource(), pingora_error::ErrorSource::Downstream)
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        client_gone
+            || matches!(
+                ctx.error,
+                Some(GatewayError::BodyTooLarge { .. }) | Some(GatewayError::UpstreamUnavailable)
+            )
     }
 
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {

@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 /// Quiet time after the last file event before reloading: editors and `kubectl` write
 /// several events per change.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Longest a reload waits for changes to settle.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
 pub struct ReloadService {
     store: Arc<Store>,
@@ -32,10 +34,14 @@ impl ReloadService {
         ReloadService { store, armed }
     }
 
-    /// A watcher on every configuration directory that pings `tx` on any change.
+    /// A watcher on every configuration directory that pings `tx` when an entry that
+    /// matters changes.
     fn watch(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+        let plan = self.store.watch_plan();
+        let dirs = plan.dirs();
         let handler = move |res: notify::Result<notify::Event>| match res {
             Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
+            Ok(ev) if !ev.paths.is_empty() && !ev.paths.iter().any(|p| plan.relevant(p)) => {}
             // A full channel already holds a pending ping: dropping this one is fine.
             _ => {
                 let _ = tx.try_send(());
@@ -48,7 +54,7 @@ impl ReloadService {
                 return None;
             }
         };
-        for dir in self.store.watched_dirs() {
+        for dir in dirs {
             if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
             }
@@ -83,8 +89,15 @@ impl BackgroundService for ReloadService {
             let force = tokio::select! {
                 _ = shutdown.changed() => return,
                 Some(()) = rx.recv() => {
-                    // Wait for the writes to settle.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                    // Wait for the writes to settle, but not forever: files that keep
+                    // changing still reload within MAX_DEBOUNCE.
+                    let first = tokio::time::Instant::now();
+                    while first.elapsed() < MAX_DEBOUNCE {
+                        match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                            Ok(Some(())) => continue,
+                            _ => break,
+                        }
+                    }
                     false
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {

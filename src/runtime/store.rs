@@ -9,8 +9,59 @@ use crate::metrics;
 use arc_swap::ArcSwap;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The directories to watch and the entries in them whose changes matter. Other files in
+/// those directories (a log file next to gateway.yaml, an editor's swap file) are ignored:
+/// their writes must not keep postponing a reload.
+#[derive(Debug, Default)]
+pub struct WatchPlan {
+    /// Canonical directory, and the one entry that matters in it (`None`: every policy
+    /// file, `*.yaml`/`*.yml`).
+    entries: Vec<(PathBuf, Option<OsString>)>,
+}
+
+impl WatchPlan {
+    fn add(&mut self, dir: &Path, name: Option<&OsStr>) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        self.entries.push((dir, name.map(OsStr::to_os_string)));
+    }
+
+    /// The directories to watch (canonical, so event paths compare without syscalls).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.entries.iter().map(|(d, _)| d.clone()).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Whether a change at `path` (as reported by the watcher) may change the policy set.
+    pub fn relevant(&self, path: &Path) -> bool {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return true;
+        };
+        let text = name.to_string_lossy();
+        // Kubernetes swaps a ConfigMap's content by renaming a `..data` symlink.
+        if text.starts_with("..data") {
+            return true;
+        }
+        let policy_file = text.ends_with(".yaml") || text.ends_with(".yml");
+        self.entries.iter().any(|(dir, want)| {
+            dir == parent
+                && match want {
+                    Some(w) => w == name,
+                    None => policy_file,
+                }
+        })
+    }
+}
 
 /// What a reload did.
 #[derive(Debug)]
@@ -115,34 +166,23 @@ impl Store {
         &self.started
     }
 
-    /// Directories whose changes may change the policy set.
-    pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let mut dirs = vec![self.started.dir().to_path_buf()];
+    /// What to watch: the directories, and which of their entries matter.
+    pub fn watch_plan(&self) -> WatchPlan {
+        let mut plan = WatchPlan::default();
+        let gw = &self.started.path;
+        plan.add(self.started.dir(), gw.file_name());
         let policies = self.started.policies_path();
         if policies.is_dir() {
-            dirs.push(policies.clone());
+            plan.add(&policies, None);
         }
-        if let Some(parent) = policies.parent() {
-            dirs.push(parent.to_path_buf());
-        }
+        plan.add(
+            policies.parent().unwrap_or(Path::new(".")),
+            policies.file_name(),
+        );
         for f in &self.load().referenced {
-            if let Some(parent) = f.parent() {
-                dirs.push(parent.to_path_buf());
-            }
+            plan.add(f.parent().unwrap_or(Path::new(".")), f.file_name());
         }
-        let mut dirs: Vec<PathBuf> = dirs
-            .into_iter()
-            .map(|d| {
-                if d.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    d
-                }
-            })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+        plan
     }
 
     /// Re-reads gateway.yaml and every policy file; when anything changed (or `force`),
@@ -220,5 +260,43 @@ impl Store {
             "last_error": state.last_error,
             "restart_required": state.restart_required,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configuration_entries_are_relevant() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("policies")).unwrap();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        let mut plan = WatchPlan::default();
+        plan.add(&root, Some(OsStr::new("gateway.yaml")));
+        plan.add(&root.join("policies"), None);
+        plan.add(&root, Some(OsStr::new("policies")));
+        plan.add(&root.join("keys"), Some(OsStr::new("corp.pem")));
+        assert_eq!(plan.dirs().len(), 3);
+        for yes in [
+            "gateway.yaml",
+            "policies",
+            "policies/routes.yaml",
+            "policies/x.yml",
+            "policies/..data",
+            "keys/corp.pem",
+        ] {
+            assert!(plan.relevant(&root.join(yes)), "{yes} is relevant");
+        }
+        for no in [
+            "gateway.log",
+            ".gateway.yaml.swp",
+            "policies/NOTES.txt",
+            "keys/other.pem",
+            "elsewhere/gateway.yaml",
+        ] {
+            assert!(!plan.relevant(&root.join(no)), "{no} is not relevant");
+        }
     }
 }
