@@ -38,14 +38,7 @@ async fn health_ready_config_and_metrics() {
         200
     );
 
-    let cfg: Value = c
-        .get(gw.admin_url("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cfg: Value = gw.config().await;
     assert_eq!(cfg["generation"], 1);
     assert!(cfg["hash"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(cfg["hash"].as_str().unwrap().len(), 7 + 64);
@@ -114,27 +107,13 @@ async fn reload_endpoint_swaps_or_keeps_the_set() {
     );
     // The old set keeps serving.
     assert_eq!(c.get(gw.url("/b/x")).send().await.unwrap().status(), 200);
-    let cfg: Value = c
-        .get(gw.admin_url("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cfg: Value = gw.config().await;
     assert_eq!(cfg["generation"], 2);
     assert!(cfg["last_error"]
         .as_str()
         .unwrap()
         .contains("unknown upstream"));
-    let m = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains("gateway_config_reloads_total{result=\"failure\"} 1"),
         "{m}"

@@ -321,17 +321,6 @@ fn assert_output_clean(gw: &Gateway, credentials: &[String]) {
     }
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// The sum of the samples of `name` whose labels include every one of `labels`.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
@@ -393,10 +382,10 @@ async fn assert_refused(
     reason: &str,
     what: &str,
 ) {
-    let before = failures_by_reason(&metrics(gw).await, route);
+    let before = failures_by_reason(&gw.metrics().await, route);
     let r = get(gw, path, Some(token)).await;
     assert_unauthorized(&r, true, token, what);
-    let after = failures_by_reason(&metrics(gw).await, route);
+    let after = failures_by_reason(&gw.metrics().await, route);
     let mut want = before.clone();
     match want.iter_mut().find(|(k, _)| k == reason) {
         Some((_, n)) => *n += 1.0,
@@ -668,7 +657,7 @@ routes:
     sent.push(t);
 
     // `alg: none`, with or without a signature, in any spelling, is never accepted.
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     let before = auth_failures(&m, "multi", "malformed") + auth_failures(&m, "multi", "algorithm");
     let claims = b64(good_claims().to_string().as_bytes());
     let mut nones = Vec::new();
@@ -685,7 +674,7 @@ routes:
         let r = get(&gw, "/multi/x", Some(t)).await;
         assert_unauthorized(&r, true, t, &format!("alg none token {t}"));
     }
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     let after = auth_failures(&m, "multi", "malformed") + auth_failures(&m, "multi", "algorithm");
     assert_eq!(
         after - before,
@@ -815,7 +804,7 @@ async fn issuer_audience_expiry_and_leeway_are_checked() {
     .await;
     sent.push(t);
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert_eq!(auth_failures(&m, "loose", "issuer"), 3.0);
     assert_eq!(auth_failures(&m, "loose", "audience"), 3.0);
     assert_eq!(auth_failures(&m, "loose", "expired"), 2.0);
@@ -1355,7 +1344,7 @@ async fn jwks_readiness_rotation_and_single_flight() {
     assert_ok(&get(&gw, "/remote/a", Some(&k2)).await, "k2 still");
     sent.push(k9);
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert_eq!(jwks_fetches(&m, "success"), (baseline + 1) as f64, "{m}");
     assert_eq!(jwks_fetches(&m, "failure"), 0.0);
     assert_eq!(auth_failures(&m, "remote", "unknown_key"), 11.0);
@@ -1394,7 +1383,7 @@ async fn jwks_refreshes_periodically_and_keeps_the_last_good_set() {
         later <= first + 6,
         "fetches went from {first} to {later} in 3.5 s"
     );
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(jwks_fetches(&m, "success") >= later as f64 - 1.0, "{m}");
 
     // The provider fails: fetches go on, are counted as failures, the keys stay.
@@ -1403,7 +1392,7 @@ async fn jwks_refreshes_periodically_and_keeps_the_last_good_set() {
     eventually(
         Duration::from_secs(10),
         "two failed JWKS fetches",
-        || async { jwks_fetches(&metrics(&gw).await, "failure") >= 2.0 },
+        || async { jwks_fetches(&gw.metrics().await, "failure") >= 2.0 },
     )
     .await;
     assert!(jwks.fetches() >= failing_from + 2);
@@ -1439,7 +1428,7 @@ async fn jwks_refreshes_periodically_and_keeps_the_last_good_set() {
     assert_ok(&get(&gw, "/remote/a", Some(&r1)).await, "r1 after recovery");
     assert_refused(&gw, "remote", "/remote/a", &e1, "unknown_key", "e1 retired").await;
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(m.contains("gateway_jwks_fetches_total{"), "{m}");
     assert!(jwks_fetches(&m, "failure") >= 2.0);
     assert!(
@@ -1616,7 +1605,7 @@ async fn api_keys_in_header_or_query_are_checked_and_not_forwarded() {
 
     // Unknown keys and no key.
     let unknown = "test-only-unknown-key-0000";
-    let before = metrics(&gw).await;
+    let before = gw.metrics().await;
     let r = send(c.get(gw.url("/keyed/a")).header("x-api-key", unknown)).await;
     assert_unauthorized(&r, false, unknown, "unknown key in header");
     let r = send(c.get(gw.url(&format!("/keyed/a?api_key={unknown}")))).await;
@@ -1637,7 +1626,7 @@ async fn api_keys_in_header_or_query_are_checked_and_not_forwarded() {
     let t = corp_token(json!({}));
     let r = get(&gw, "/keyed/a", Some(&t)).await;
     assert_eq!(r.status, 401, "a JWT on an api_key route: {}", r.describe());
-    let after = metrics(&gw).await;
+    let after = gw.metrics().await;
     assert_eq!(
         auth_failures(&after, "keyed", "unknown_key")
             - auth_failures(&before, "keyed", "unknown_key"),
@@ -1788,7 +1777,7 @@ async fn every_route_scope_is_required() {
         sent.push(t);
     }
 
-    let m0 = metrics(&gw).await;
+    let m0 = gw.metrics().await;
     for (what, scope, missing) in [
         ("one of two", json!("orders:read"), "orders:write"),
         ("the other one", json!(["orders:write"]), "orders:read"),
@@ -1842,7 +1831,7 @@ async fn every_route_scope_is_required() {
     let r = get(&gw, "/scoped/a", None).await;
     assert_unauthorized(&r, false, "", "no credentials on a scoped route");
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert_eq!(
         auth_failures(&m, "scoped", "scope") - auth_failures(&m0, "scoped", "scope"),
         8.0,
@@ -2005,7 +1994,7 @@ async fn auth_failures_are_counted_by_route_and_reason() {
     let _ = get(&gw, "/either/a", Some(&corp_token(json!({})))).await;
     let _ = get(&gw, "/public/a", None).await;
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         m.contains("# TYPE gateway_auth_failures_total counter"),
         "{m}"

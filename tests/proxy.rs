@@ -409,14 +409,7 @@ async fn upstream_failures_are_json_errors() {
         assert_eq!(big.status(), 413);
     }
 
-    let metrics = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("gateway_upstream_errors_total{kind=\"connect\",upstream=\"dead\"} 1"),
         "{metrics}"

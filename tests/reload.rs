@@ -29,17 +29,6 @@ fn write_atomically(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-async fn config(gw: &Gateway) -> Value {
-    client()
-        .get(gw.admin_url("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn status(url: &str) -> u16 {
     match client().get(url).send().await {
         Ok(r) => r.status().as_u16(),
@@ -166,7 +155,7 @@ async fn rewrites_under_load_fail_no_request() {
         worst < Duration::from_secs(1),
         "a change took {worst:?} to go live"
     );
-    let cfg = config(&gw).await;
+    let cfg = gw.config().await;
     assert!(cfg["generation"].as_u64().unwrap() > i as u64 / 2, "{cfg}");
     eprintln!(
         "{i} rewrites, {} requests, slowest change live after {worst:?}",
@@ -188,7 +177,7 @@ async fn invalid_file_keeps_the_old_set_and_a_fix_recovers_by_itself() {
     );
     let start = Instant::now();
     let cfg = loop {
-        let cfg = config(&gw).await;
+        let cfg = gw.config().await;
         if !cfg["last_error"].is_null() {
             break cfg;
         }
@@ -209,14 +198,7 @@ async fn invalid_file_keeps_the_old_set_and_a_fix_recovers_by_itself() {
         200,
         "the old set keeps serving"
     );
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains("gateway_config_reloads_total{result=\"failure\"} 1"),
         "{m}"
@@ -228,17 +210,10 @@ async fn invalid_file_keeps_the_old_set_and_a_fix_recovers_by_itself() {
 
     write_atomically(&policy, &version(&a.target(), &["two".into()]));
     until_status(&gw.url("/extra/two"), 200, Duration::from_secs(5)).await;
-    let cfg = config(&gw).await;
+    let cfg = gw.config().await;
     assert_eq!(cfg["last_error"], Value::Null);
     assert_eq!(cfg["generation"], 2);
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains("gateway_config_reloads_total{result=\"success\"} 1"),
         "{m}"
@@ -282,7 +257,7 @@ async fn sighup_and_post_reload_rebuild_the_set() {
     let gw = Gateway::start("", &[("p.yaml", &version(&a.target(), &[]))]).await;
     signal(&gw, "-HUP");
     let start = Instant::now();
-    while config(&gw).await["generation"] != 2 {
+    while gw.config().await["generation"] != 2 {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "SIGHUP did not reload"
@@ -355,7 +330,7 @@ async fn start_time_settings_need_a_restart_live_settings_apply() {
     write_atomically(&gw.config.gateway_yaml(), &moved);
     let start = Instant::now();
     let cfg = loop {
-        let cfg = config(&gw).await;
+        let cfg = gw.config().await;
         if cfg["restart_required"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
@@ -540,7 +515,7 @@ async fn unrelated_files_next_to_the_config_do_not_delay_reloads() {
         "the change took {took:?} to go live"
     );
     assert_eq!(
-        config(&gw).await["generation"],
+        gw.config().await["generation"],
         2,
         "the noise caused no reloads"
     );

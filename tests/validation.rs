@@ -132,20 +132,9 @@ fn assert_detail(got: &(u16, Value), path: &str, word: &str) {
     );
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 /// `gateway_validation_failures_total{route}`, 0 when absent.
 async fn validation_failures(gw: &Gateway, route: &str) -> u64 {
-    let text = metrics(gw).await;
+    let text = gw.metrics().await;
     let prefix = format!("gateway_validation_failures_total{{route=\"{route}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -1148,7 +1137,7 @@ async fn validation_failures_are_counted_per_route() {
     assert_eq!(validation_failures(&gw, "inline").await, 7);
     assert_eq!(validation_failures(&gw, "file").await, 0);
     // 413 and 408 are counted as requests, not as validation failures.
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         m.lines().any(|l| l.starts_with("gateway_requests_total")
             && l.contains("route=\"inline\"")
@@ -1320,14 +1309,7 @@ async fn editing_a_referenced_schema_file_reloads_it() {
     .unwrap();
     let start = Instant::now();
     loop {
-        let cfg: Value = c
-            .get(gw.admin_url("/config"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let cfg: Value = gw.config().await;
         if let Some(e) = cfg["last_error"].as_str() {
             assert!(e.contains("invalid schema"), "{e}");
             break;

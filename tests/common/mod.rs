@@ -151,6 +151,30 @@ impl Gateway {
         format!("http://127.0.0.1:{}{}", self.config.admin, path)
     }
 
+    /// The Prometheus text of the admin `/metrics`.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The admin `/config` document.
+    pub async fn config(&self) -> serde_json::Value {
+        client()
+            .get(self.admin_url("/config"))
+            .send()
+            .await
+            .expect("config")
+            .json()
+            .await
+            .expect("config json")
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.config.port))
     }
