@@ -51,6 +51,81 @@ async fn until_status(url: &str, want: u16, limit: Duration) -> Duration {
     }
 }
 
+/// Keep-alive clients requesting `url` in a loop until finished, counting what they get.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    /// Error statuses, and errors other than a closed connection.
+    failed: Arc<Mutex<Vec<String>>>,
+    /// Requests lost to HTTP/1.1's close race (RFC 9112 §9.6): written just as the server
+    /// closed the idle connection; clients retry such idempotent requests.
+    closed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, closed, url) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    closed.clone(),
+                    url.clone(),
+                );
+                tokio::spawn(async move {
+                    let c = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        match c.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => failed
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {}", r.status())),
+                            Err(e) if e.is_request() => {
+                                closed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => failed.lock().unwrap().push(format!("error {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            closed,
+            tasks,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns (answered 200, failures, lost to the close race).
+    async fn finish(self) -> (usize, Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let failed = self.failed.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::Relaxed),
+            failed,
+            self.closed.load(Ordering::Relaxed),
+        )
+    }
+}
+
 fn signal(gw: &Gateway, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &gw.pid().to_string()])
@@ -67,33 +142,7 @@ async fn rewrites_under_load_fail_no_request() {
     let gw = Gateway::start("", &[("p.yaml", &version(&a.target(), &[]))]).await;
     let policy = gw.config.path().join("policies").join("p.yaml");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, url) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            gw.url("/stable/x"),
-        );
-        clients.push(tokio::spawn(async move {
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) => failed
-                        .lock()
-                        .unwrap()
-                        .push(format!("status {}", r.status())),
-                    Err(e) => failed.lock().unwrap().push(format!("error {e}")),
-                }
-            }
-        }));
-    }
+    let load = Load::start(gw.url("/stable/x"), 4);
 
     let start = Instant::now();
     let mut worst = Duration::ZERO;
@@ -135,32 +184,21 @@ async fn rewrites_under_load_fail_no_request() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let failed = failed.lock().unwrap().clone();
+    let (ok, failed, closed) = load.finish().await;
     assert!(
-        failed.is_empty(),
-        "{} failed requests: {:?}",
+        failed.is_empty() && closed == 0,
+        "{} failed, {closed} closed: {:?}",
         failed.len(),
         &failed[..failed.len().min(5)]
     );
-    assert!(
-        ok.load(Ordering::Relaxed) > 500,
-        "load too light: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    assert!(ok > 500, "load too light: {ok}");
     assert!(
         worst < Duration::from_secs(1),
         "a change took {worst:?} to go live"
     );
     let cfg = gw.config().await;
     assert!(cfg["generation"].as_u64().unwrap() > i as u64 / 2, "{cfg}");
-    eprintln!(
-        "{i} rewrites, {} requests, slowest change live after {worst:?}",
-        ok.load(Ordering::Relaxed)
-    );
+    eprintln!("{i} rewrites, {ok} requests, slowest change live after {worst:?}");
 }
 
 use std::sync::Mutex;
@@ -398,44 +436,11 @@ async fn zero_downtime_binary_upgrade() {
     let a = Upstream::start("a").await;
     let mut old = Gateway::start("", &[("p.yaml", &version(&a.target(), &[]))]).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let closed = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..2 {
-        let (stop, ok, failed, closed, url) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            closed.clone(),
-            old.url("/stable/x"),
-        );
-        clients.push(tokio::spawn(async move {
-            // Keep-alive clients: at the handover their idle connections to the old process
-            // close and they reconnect, to the new one. (A brand-new connection that the old
-            // process accepted in the instant before it stopped, and whose request had not
-            // arrived yet, is closed by Pingora without an answer: see the README.)
-            let c = client();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) => failed
-                        .lock()
-                        .unwrap()
-                        .push(format!("status {}", r.status())),
-                    // HTTP/1.1's close race (RFC 9112 §9.6): a request written just as the
-                    // old process closes the idle connection; clients retry such requests.
-                    Err(e) if e.is_request() => {
-                        closed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => failed.lock().unwrap().push(format!("error {e}")),
-                }
-            }
-        }));
-    }
+    // Keep-alive clients: at the handover their idle connections to the old process close
+    // and they reconnect, to the new one. (A brand-new connection that the old process
+    // accepted in the instant before it stopped, and whose request had not arrived yet, is
+    // closed by Pingora without an answer: see the README.)
+    let load = Load::start(old.url("/stable/x"), 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let new = Killed(
@@ -454,30 +459,22 @@ async fn zero_downtime_binary_upgrade() {
         exited.is_some(),
         "the old process exits after handing over its sockets"
     );
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let failed = failed.lock().unwrap().clone();
+    let (ok, failed, closed) = load.finish().await;
     assert!(
         failed.is_empty(),
         "{} failed: {:?}",
         failed.len(),
         &failed[..failed.len().min(5)]
     );
-    let closed = closed.load(Ordering::Relaxed);
     // At most one request per keep-alive connection (one per client) can meet the race.
     assert!(closed <= 2, "{closed} requests lost to closed connections");
     assert!(
-        ok.load(Ordering::Relaxed) > before,
+        ok > before,
         "the new process serves after the old one exited"
     );
-    eprintln!(
-        "upgrade: {} requests answered, {closed} lost to the close race",
-        ok.load(Ordering::Relaxed)
-    );
+    eprintln!("upgrade: {ok} requests answered, {closed} lost to the close race");
     drop(new);
 }
 
