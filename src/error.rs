@@ -29,6 +29,10 @@ pub enum GatewayError {
     Forbidden { scope: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("too many requests: retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the rate-limit store is unavailable")]
+    RateLimitUnavailable,
     #[error("the upstream refused or reset the connection")]
     BadGateway,
     #[error("no upstream target is available")]
@@ -65,6 +69,8 @@ impl GatewayError {
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            RateLimitUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_unavailable"),
             BadGateway => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             UpstreamUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
@@ -107,6 +113,9 @@ impl GatewayError {
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     headers.push((http::header::WWW_AUTHENTICATE, v));
                 }
+            }
+            GatewayError::RateLimited { retry_after } => {
+                headers.push((http::header::RETRY_AFTER, HeaderValue::from(*retry_after)));
             }
             _ => {}
         }

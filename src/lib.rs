@@ -1,8 +1,9 @@
 //! An API gateway on Cloudflare's Pingora.
 //!
 //! A request flows through: [`proxy`] (phase dispatch) → [`proxy::admit`] (identity, route,
-//! size limits) → [`upstream`] (target selection) → [`proxy::forward`] (headers, rewrite)
-//! → [`proxy::log`] (metrics, access log). Policy comes from [`config`], compiled once into a
+//! size limits) → [`proxy::guard`] ([`auth`]) → [`proxy::throttle`] ([`ratelimit`]) →
+//! [`proxy::inspect`] ([`validate`]) → [`upstream`] (target selection) → [`proxy::forward`]
+//! (headers, rewrite) → [`proxy::log`] (metrics, access log). Policy comes from [`config`], compiled once into a
 //! [`runtime::Snapshot`] held by [`runtime::Store`].
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod runtime;
 pub mod server;
 pub mod template;

@@ -36,6 +36,15 @@ metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
 metric!(VALIDATION_FAILURES: IntCounterVec = register_int_counter_vec!(
     "gateway_validation_failures_total", "Requests refused by validation (400, 415), by route.",
     &["route"]));
+metric!(RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
+    "gateway_rate_limited_total", "Requests refused with 429 by a rate limit, by route.",
+    &["route"]));
+metric!(RATE_LIMIT_STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "gateway_rate_limit_store_errors_total",
+    "Rate-limit decisions the store could not make, by kind (timeout, error, full).",
+    &["kind"]));
+metric!(RATE_LIMIT_KEYS: IntGauge = register_int_gauge!(
+    "gateway_rate_limit_keys", "Client keys held by the memory rate-limit store, over all limits."));
 metric!(JWKS_FETCHES: IntCounterVec = register_int_counter_vec!(
     "gateway_jwks_fetches_total", "JWKS fetches by provider and result (success, failure).",
     &["provider", "result"]));
@@ -55,6 +64,11 @@ pub fn init() {
     LazyLock::force(&AUTH_FAILURES);
     LazyLock::force(&JWKS_FETCHES);
     LazyLock::force(&VALIDATION_FAILURES);
+    LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&RATE_LIMIT_KEYS);
+    for k in ["timeout", "error", "full"] {
+        RATE_LIMIT_STORE_ERRORS.with_label_values(&[k]);
+    }
     for r in ["success", "failure"] {
         CONFIG_RELOADS.with_label_values(&[r]);
     }

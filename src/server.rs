@@ -155,6 +155,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         }
     }
     server.add_service(background_service("jwks", JwksService::new(store.clone())));
+    server.add_service(background_service(
+        "rate-limit sweep",
+        crate::ratelimit::sweep::SweepService::new(store.clone()),
+    ));
     let reload_armed = Arc::new(AtomicBool::new(false));
     server.add_service(background_service(
         "reload",

@@ -668,12 +668,20 @@ fn assert_refused(text: &str, needle: &str, what: &str) {
 }
 
 #[test]
-fn consumer_plans_are_refused_until_rate_limiting() {
+fn consumer_plan_must_exist() {
     let text = format!(
         "{}consumers:\n  acme:\n    api_keys: [\"sha256:a2fb8545fcd457204e9fee11be92013aa3240b1b146fe262ba608fdfc159041c\"]\n    plan: partner-basic\n",
         policy(&["users"], &[route("a", "/a")])
     );
-    assert_refused(&text, "plan: partner-basic", "plan");
+    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
+    let (ok, out) = c.check();
+    assert_problem(
+        ok,
+        &out,
+        &policy_path(&c, "routes.yaml"),
+        line_of(&text, "plan: partner-basic"),
+        &["unknown plan \"partner-basic\""],
+    );
 }
 
 #[test]
@@ -697,16 +705,25 @@ fn jwt_route_naming_an_unknown_provider() {
 }
 
 #[test]
-fn route_rate_limit_is_refused() {
+fn route_rate_limit_values_are_checked() {
     let text = policy(
         &["users"],
         &[route_with(
             "limited",
             "/limited",
-            "auth: none\nupstream: users\nrate_limit:\n  key: client_ip\n  limits: [ { requests: 5, per: 1s } ]",
+            "auth: none\nupstream: users\nrate_limit:\n  key: client_ip\n  limits:\n    - { requests: 5, per: 1s }\n    - { requests: 0, per: 1s }",
         )],
     );
-    assert_refused(&text, "rate_limit:", "rate_limit");
+    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
+    let (ok, out) = c.check();
+    assert_problem(
+        ok,
+        &out,
+        &policy_path(&c, "routes.yaml"),
+        line_of(&text, "requests: 0"),
+        &["requests must be between 1 and"],
+    );
+    assert_eq!(problem_count(&out), 1, "{out}");
 }
 
 #[test]

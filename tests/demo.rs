@@ -106,6 +106,43 @@ async fn readme_walkthrough() {
         .unwrap();
     assert_eq!(r.status(), 413);
 
+    // The rate-limited demo route: 3 per 10 s per client, then 429 with Retry-After.
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let r = get("/v1/limited").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-limit"], "3");
+        remaining.push(
+            r.headers()["ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let r = get("/v1/limited").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let r = c
+        .get(format!("{GW}/v1/partner/orders"))
+        .header("x-api-key", "demo-acme-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["ratelimit-limit"],
+        "20",
+        "acme's plan: bursts of 20"
+    );
+
     let cfg: Value = c
         .get(format!("{ADMIN}/config"))
         .send()

@@ -86,6 +86,32 @@ pub struct RateLimitStore {
     pub backend: StoreBackend,
     #[serde(default)]
     pub redis: Option<RedisStore>,
+    /// Memory backend: keys tracked per limit at most; a new key beyond this is admitted
+    /// untracked and counted (`gateway_rate_limit_store_errors_total{kind="full"}`).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+    /// Memory backend: how often keys whose state is back to "fresh" are evicted.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: Dur,
+}
+
+fn default_max_keys() -> u64 {
+    1_000_000
+}
+
+fn default_sweep_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+
+impl Default for RateLimitStore {
+    fn default() -> Self {
+        RateLimitStore {
+            backend: StoreBackend::Memory,
+            redis: None,
+            max_keys: default_max_keys(),
+            sweep_interval: default_sweep_interval(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Default)]
@@ -100,10 +126,29 @@ pub enum StoreBackend {
 #[serde(deny_unknown_fields)]
 pub struct RedisStore {
     pub url: String,
-    #[serde(default)]
-    pub timeout: Option<Dur>,
+    /// For the whole rate-limit decision of one request, connection waits included.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Dur,
     #[serde(default)]
     pub on_error: OnStoreError,
+    /// Multiplexed connections, used in turn.
+    #[serde(default = "default_redis_pool")]
+    pub pool: usize,
+    /// Prefix of every key the gateway writes: lets several gateways share one Redis.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+}
+
+fn default_redis_timeout() -> Dur {
+    Dur(std::time::Duration::from_millis(50))
+}
+
+fn default_redis_pool() -> usize {
+    4
+}
+
+fn default_redis_prefix() -> String {
+    "gateway:rl:".into()
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Default)]

@@ -2,6 +2,7 @@
 
 use crate::auth::Identity;
 use crate::error::GatewayError;
+use crate::ratelimit::RateHeaders;
 use crate::runtime::{Route, Snapshot};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub tls: bool,
     /// Who made the request, once authenticated.
     pub identity: Option<Identity>,
+    /// The rate-limit headers of this request's response, once decided.
+    pub rate: Option<RateHeaders>,
 }
 
 impl Ctx {
@@ -49,6 +52,7 @@ impl Ctx {
             body_bytes: 0,
             tls: false,
             identity: None,
+            rate: None,
         }
     }
 

@@ -221,4 +221,5 @@ pub fn client_response(resp: &mut ResponseHeader, ctx: &Ctx) {
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         let _ = resp.insert_header(X_REQUEST_ID.clone(), v);
     }
+    super::throttle::add_headers(resp, ctx);
 }

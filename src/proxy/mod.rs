@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod log;
 pub mod respond;
 pub mod router;
+pub mod throttle;
 
 use crate::error::GatewayError;
 use crate::metrics;
@@ -57,7 +58,10 @@ impl ProxyHttp for Gateway {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let outcome = match admit::admit(session.req_header(), ctx) {
             admit::Outcome::Proxy => match guard::check(session.req_header(), ctx).await {
-                Ok(()) => inspect::check(session, ctx).await,
+                Ok(()) => match throttle::check(session.req_header(), ctx).await {
+                    Ok(()) => inspect::check(session, ctx).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
             admit::Outcome::Reject(err) => Err(err),

@@ -31,6 +31,7 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
     for (k, v) in r.headers {
         let _ = head.insert_header(k, v);
     }
+    super::throttle::add_headers(&mut head, ctx);
     let head_only = session.req_header().method == http::Method::HEAD;
     if let Err(e) = session
         .write_response_header(Box::new(head), head_only)

@@ -27,6 +27,19 @@ pub fn compile(
     let upstreams = build_upstreams(set, prev, &mut problems);
     let prev_jwks = prev.map(|s| s.jwks.as_slice()).unwrap_or_default();
     let ids = crate::auth::compile::identities(set, prev_jwks, &mut problems);
+    let backend = match prev {
+        Some(s) => s.rate.backend.clone(),
+        None => match crate::ratelimit::compile::backend(gw) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                problems.push(e);
+                return Err(problems);
+            }
+        },
+    };
+    let mut limits = crate::ratelimit::compile::Builder::new(backend, prev.map(|s| &s.rate));
+    limits.plans(set, &mut problems);
+    let consumer_plans = limits.consumer_plans(set, &mut problems);
     let settings = Arc::new(Settings {
         max_body: gw.file.limits.max_body.0,
         body_timeout: gw.file.limits.body_timeout.0,
@@ -57,10 +70,11 @@ pub fn compile(
                 ));
                 continue;
             }
-            let Some(c) = compile_route(src, &at, def, &shared, &mut referenced, &mut problems)
+            let Some(mut c) = compile_route(src, &at, def, &shared, &mut referenced, &mut problems)
             else {
                 continue;
             };
+            c.route.rate_limit = limits.route(src, &at, def, &mut problems);
             let methods = def
                 .matcher
                 .methods
@@ -104,6 +118,7 @@ pub fn compile(
         settings,
         identities: ids.identities,
         jwks: ids.jwks,
+        rate: limits.finish(consumer_plans),
         referenced: ids.referenced.into_iter().chain(referenced).collect(),
     })
 }
@@ -305,6 +320,7 @@ fn compile_route(
             remove_headers,
             max_body,
             validation,
+            rate_limit: None,
         },
     })
 }

@@ -3,6 +3,8 @@
 use crate::auth::jwks::JwksSource;
 use crate::auth::{Identities, RouteAuth};
 use crate::proxy::router::Router;
+use crate::ratelimit::compile::RateLimits;
+use crate::ratelimit::LimitSet;
 use crate::template::Template;
 use crate::upstream::Upstream;
 use crate::validate::RouteValidation;
@@ -46,6 +48,8 @@ pub struct Route {
     pub remove_headers: Vec<HeaderName>,
     pub max_body: u64,
     pub validation: Option<Arc<RouteValidation>>,
+    /// The route's own rate limits (the consumer's plan applies on top).
+    pub rate_limit: Option<Arc<LimitSet>>,
 }
 
 /// A whole generation of compiled policy.
@@ -61,6 +65,8 @@ pub struct Snapshot {
     pub identities: Identities,
     /// Remote key sets, refreshed by the JWKS service; reused across reloads when unchanged.
     pub jwks: Vec<Arc<JwksSource>>,
+    /// The rate-limit store and every limit, reused across reloads when unchanged.
+    pub rate: RateLimits,
     /// Files the policies refer to (schemas, keys, certificates): watched, and part of the
     /// change check, so that editing one reloads the set.
     pub referenced: Vec<PathBuf>,

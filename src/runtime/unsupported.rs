@@ -16,14 +16,6 @@ pub fn check_gateway(gw: &GatewayConfig) -> Problems {
             ));
         }
     }
-    if let Some(store) = &gw.file.rate_limit_store {
-        if store.backend != crate::config::gateway::StoreBackend::Memory || store.redis.is_some() {
-            p.push(gw.problem(
-                "rate_limit_store",
-                format!("the redis rate-limit store {NOT_YET}"),
-            ));
-        }
-    }
     if gw.file.limits.header_timeout.is_some() {
         p.push(gw.problem(
             "limits.header_timeout",
@@ -40,21 +32,12 @@ pub fn refuse(set: &PolicySet, p: &mut Problems) {
         let mut refuse =
             |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
         for (id, c) in &f.consumers {
-            if c.plan.is_some() {
-                refuse(
-                    &format!("consumers.{id}.plan"),
-                    "a consumer's plan (rate limiting)",
-                );
-            }
             if c.client_cert.is_some() {
                 refuse(
                     &format!("consumers.{id}.client_cert"),
                     "client certificates (mTLS)",
                 );
             }
-        }
-        if !f.plans.is_empty() {
-            refuse("plans", "plans (rate limiting)");
         }
         for (name, u) in &f.upstreams {
             let at = format!("upstreams.{name}");
@@ -73,9 +56,6 @@ pub fn refuse(set: &PolicySet, p: &mut Problems) {
         }
         for (i, r) in f.routes.iter().enumerate() {
             let at = format!("routes.{i}");
-            if r.rate_limit.is_some() {
-                refuse(&format!("{at}.rate_limit"), "rate_limit");
-            }
             if r.aggregate.is_some() {
                 refuse(
                     &format!("{at}.aggregate"),

@@ -1,0 +1,181 @@
+//! Per-request cost of a rate-limit decision: the memory backend with 1 and with 100,000
+//! client keys live, two limits checked together, and the Redis path (one script call over
+//! loopback to a `redis-server` this bench starts). Before the benches it measures the
+//! memory a key costs, with one million distinct keys, by counting allocations.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gateway::config::gateway::{OnStoreError, RedisStore};
+use gateway::config::values::Dur;
+use gateway::ratelimit::memory::{self, MemLimit};
+use gateway::ratelimit::redis::RedisBackend;
+use gateway::ratelimit::{Backend, Limit, Spec};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+/// Counts the bytes currently allocated, to measure what the keys cost.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// A generous limit, so that every check in the benches is admitted (the common case).
+fn limit(name: &str, max_keys: usize) -> Limit {
+    let spec = Spec {
+        requests: 1_000_000,
+        per: Duration::from_secs(1),
+        burst: 1_000_000,
+    };
+    Limit {
+        memory: MemLimit::new(&spec, max_keys),
+        spec,
+        name: name.into(),
+    }
+}
+
+fn keys(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+        .collect()
+}
+
+/// Bytes allocated per key with one million distinct keys in one limit.
+fn bytes_per_key() {
+    const N: usize = 1_000_000;
+    let keys = keys(N);
+    let before = LIVE.load(Ordering::Relaxed);
+    let l = limit("mem", N);
+    for k in &keys {
+        memory::check(&[(&l, k)]);
+    }
+    let after = LIVE.load(Ordering::Relaxed);
+    let m = l.memory.as_ref().map_or(0, MemLimit::len);
+    assert_eq!(m, N, "every key is tracked");
+    println!(
+        "memory backend: {} keys, {} bytes allocated, {:.1} bytes per key",
+        m,
+        after - before,
+        (after - before) as f64 / N as f64
+    );
+}
+
+fn bench_memory(c: &mut Criterion) {
+    bytes_per_key();
+    let mut g = c.benchmark_group("ratelimit/memory");
+    let one = limit("one", 10);
+    g.bench_function("1 key", |b| {
+        b.iter(|| memory::check(&[(&one, "ip:10.0.0.1")]))
+    });
+
+    let many = limit("many", 200_000);
+    let ks = keys(100_000);
+    for k in &ks {
+        memory::check(&[(&many, k)]);
+    }
+    let mut i = 0;
+    g.bench_function("100k keys", |b| {
+        b.iter(|| {
+            i = (i + 7919) % ks.len();
+            memory::check(&[(&many, &ks[i])])
+        })
+    });
+    let other = limit("other", 200_000);
+    g.bench_function("100k keys, two limits together", |b| {
+        b.iter(|| {
+            i = (i + 7919) % ks.len();
+            memory::check(&[(&many, &ks[i]), (&other, "c:acme")])
+        })
+    });
+    g.finish();
+}
+
+/// A `redis-server` on a free loopback port, stopped on drop.
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/setup.sh installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bench_redis(c: &mut Criterion) {
+    let redis = Redis::start();
+    let backend = RedisBackend::new(&RedisStore {
+        url: format!("redis://127.0.0.1:{}", redis.1),
+        timeout: Dur(Duration::from_secs(1)),
+        on_error: OnStoreError::Deny,
+        pool: 1,
+        prefix: "bench:".into(),
+    })
+    .expect("redis settings");
+    let backend = Backend::Redis(Box::new(backend));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (a, b2) = (limit("a", 1), limit("b", 1));
+    let ks = keys(100_000);
+    let mut i = 0;
+    let mut g = c.benchmark_group("ratelimit/redis");
+    g.bench_function("one limit, one round trip", |b| {
+        b.iter(|| {
+            i = (i + 7919) % ks.len();
+            rt.block_on(backend.check(&[(&a, &ks[i])]))
+                .expect("redis answers")
+        })
+    });
+    g.bench_function("two limits, one round trip", |b| {
+        b.iter(|| {
+            i = (i + 7919) % ks.len();
+            rt.block_on(backend.check(&[(&a, &ks[i]), (&b2, "c:acme")]))
+                .expect("redis answers")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_memory, bench_redis);
+criterion_main!(benches);

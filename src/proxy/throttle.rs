@@ -1,0 +1,130 @@
+//! Step 5 of a request: the rate limits of the consumer's plan and of the route, decided
+//! together. The decision's headers land in the context for every later response.
+
+use super::ctx::Ctx;
+use crate::config::gateway::OnStoreError;
+use crate::config::values::ClientKey;
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::ratelimit::Limit;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` address that is not itself a trusted proxy.
+pub fn client_ip(req: &RequestHeader, ctx: &Ctx) -> Option<IpAddr> {
+    let peer = ctx.client_ip?;
+    let settings = &ctx.snapshot.settings;
+    if !settings.is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut found = peer;
+    let hops = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if settings.is_trusted(ip) => found = ip,
+            Ok(ip) => return Some(ip),
+            // An unparseable hop: what lies left of it cannot be trusted either.
+            Err(_) => break,
+        }
+    }
+    Some(found)
+}
+
+/// The client key of a set: `c:` consumer, `h:` header value, `ip:` client address. A
+/// missing consumer (public route) or header falls back to the client's address.
+fn client_key(key: &ClientKey, req: &RequestHeader, ctx: &Ctx) -> String {
+    match key {
+        ClientKey::Consumer => {
+            if let Some(c) = ctx.consumer() {
+                return format!("c:{c}");
+            }
+        }
+        ClientKey::Header(h) => {
+            if let Some(v) = req.headers.get(h) {
+                return format!("h:{}", String::from_utf8_lossy(v.as_bytes()));
+            }
+        }
+        ClientKey::ClientIp => {}
+    }
+    match client_ip(req, ctx) {
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".into(),
+    }
+}
+
+/// Store failures are logged at most once a second: a dead Redis must not flood the log.
+fn log_store_error(err: &crate::ratelimit::StoreError) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(error = %err, "rate-limit store unavailable");
+    }
+}
+
+pub async fn check(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    let snapshot = ctx.snapshot.clone();
+    let Some(route) = ctx.route.and_then(|i| snapshot.routes.get(i)) else {
+        return Ok(());
+    };
+    let plan = ctx
+        .consumer()
+        .and_then(|c| snapshot.rate.consumer_plans.get(c));
+    let sets = [plan, route.rate_limit.as_ref()];
+    if sets.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let keys: Vec<(&[std::sync::Arc<Limit>], String)> = sets
+        .iter()
+        .flatten()
+        .map(|s| (s.limits.as_slice(), client_key(&s.key, req, ctx)))
+        .collect();
+    let items: Vec<(&Limit, &str)> = keys
+        .iter()
+        .flat_map(|(limits, key)| limits.iter().map(move |l| (&**l, key.as_str())))
+        .collect();
+    let backend = &snapshot.rate.backend;
+    match backend.check(&items).await {
+        Ok(None) => Ok(()),
+        Ok(Some(d)) => {
+            ctx.rate = Some(d.headers);
+            if d.admitted {
+                return Ok(());
+            }
+            metrics::RATE_LIMITED
+                .with_label_values(&[&route.name])
+                .inc();
+            Err(GatewayError::RateLimited {
+                retry_after: d.retry_after,
+            })
+        }
+        Err(e) => {
+            metrics::RATE_LIMIT_STORE_ERRORS
+                .with_label_values(&[e.kind()])
+                .inc();
+            log_store_error(&e);
+            match backend.on_error() {
+                OnStoreError::Allow => Ok(()),
+                OnStoreError::Deny => Err(GatewayError::RateLimitUnavailable),
+            }
+        }
+    }
+}
+
+/// Adds the `RateLimit-*` headers of the request's decision, if one was made.
+pub fn add_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
+    if let Some(h) = ctx.rate {
+        let _ = resp.insert_header("ratelimit-limit", h.limit);
+        let _ = resp.insert_header("ratelimit-remaining", h.remaining);
+        let _ = resp.insert_header("ratelimit-reset", h.reset);
+    }
+}

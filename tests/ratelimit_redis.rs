@@ -1,0 +1,652 @@
+//! Per-client rate limiting with the Redis store, end to end: real `redis-server`
+//! processes on free loopback ports, real `gateway` processes sharing them. Several
+//! gateways admit no more than the limit together; a Redis that is down or does not answer
+//! is handled as `on_error` says (allow: proxied without `RateLimit-*` headers; deny:
+//! 503 `rate_limit_unavailable`), counted in `gateway_rate_limit_store_errors_total`, never
+//! waited on beyond the timeout; and the gateway recovers by itself when Redis is back.
+//!
+//! `redis-server` must be installed: these tests fail, never skip, without it.
+
+mod common;
+
+use common::{client, free_port, ConfigDir, Gateway, Upstream};
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// Helpers: a redis-server process
+// ---------------------------------------------------------------------------------------
+
+/// A `redis-server` on 127.0.0.1:`port`, without persistence; killed on drop. It can be
+/// killed and started again on the same port, and paused (SIGSTOP) and resumed.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        r.spawn().await;
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers PING.
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server not found on PATH: the Redis rate-limit tests need it \
+                 (e.g. apt-get install redis-server); they are never skipped"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.ping().await {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("redis-server on port {} exited: {status}", self.port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} does not answer PING",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the server answers `PING` with `+PONG` within a short time.
+    async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+            s.write_all(b"PING\r\n").await?;
+            let mut buf = [0u8; 16];
+            let mut got = Vec::new();
+            while got.len() < 7 {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            Ok::<bool, std::io::Error>(got.starts_with(b"+PONG"))
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_millis(500), attempt).await,
+            Ok(Ok(true))
+        )
+    }
+
+    /// The keys in the server (`KEYS *`, an inline command; fine for a test's few keys).
+    async fn keys(&self) -> Vec<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect to redis");
+        s.write_all(b"KEYS *\r\n").await.expect("send KEYS");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with('*'), "KEYS answered {text:?}");
+        text.split("\r\n")
+            .skip(1)
+            .filter(|l| !l.is_empty() && !l.starts_with('$'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers: configuration, requests, metrics
+// ---------------------------------------------------------------------------------------
+
+/// The `rate_limit_store` section for `redis`.
+fn store(redis: &Redis, timeout: &str, on_error: &str) -> String {
+    format!(
+        "rate_limit_store:\n  backend: redis\n  redis: {{ url: \"{}\", timeout: {timeout}, on_error: {on_error} }}\n",
+        redis.url()
+    )
+}
+
+/// Upstream `up` at `target`; route `/limited` keyed by `X-Tenant`, `limits` per it, and
+/// route `/open` without limits.
+fn policy(target: &str, limits: &str) -> String {
+    format!(
+        "upstreams:\n  up:\n    targets: [\"{target}\"]\nroutes:\n  - name: limited\n    match: {{ path: /limited }}\n    auth: none\n    rate_limit:\n      key: header:X-Tenant\n      limits: [ {limits} ]\n    upstream: up\n  - name: open\n    match: {{ path: /open }}\n    auth: none\n    upstream: up\n"
+    )
+}
+
+async fn start_gateway(
+    redis: &Redis,
+    timeout: &str,
+    on_error: &str,
+    limits: &str,
+    up: &Upstream,
+) -> Gateway {
+    Gateway::start_in(
+        ConfigDir::new(
+            &store(redis, timeout, on_error),
+            &[("p.yaml", &policy(&up.target(), limits))],
+        ),
+        &[],
+    )
+    .await
+}
+
+/// An answer, read in full, and how long it took.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+    took: Duration,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("<binary>"))
+    }
+
+    fn number(&self, name: &str) -> Option<u64> {
+        self.header(name).map(|v| {
+            v.trim().parse().unwrap_or_else(|_| {
+                panic!("{name}: {v:?} is not a whole number; {}", self.describe())
+            })
+        })
+    }
+
+    fn has_rl(&self) -> bool {
+        ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"]
+            .iter()
+            .any(|h| self.headers.contains_key(*h))
+    }
+
+    /// `(RateLimit-Limit, RateLimit-Remaining)`; panics unless all three headers are there.
+    fn rl(&self) -> (u64, u64) {
+        match (
+            self.number("ratelimit-limit"),
+            self.number("ratelimit-remaining"),
+            self.number("ratelimit-reset"),
+        ) {
+            (Some(l), Some(r), Some(_)) => (l, r),
+            _ => panic!(
+                "expected all three RateLimit-* headers; {}",
+                self.describe()
+            ),
+        }
+    }
+
+    fn code(&self) -> Value {
+        self.json()["error"]["code"].clone()
+    }
+
+    fn describe(&self) -> String {
+        let rl: Vec<String> = [
+            "retry-after",
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+        ]
+        .iter()
+        .filter_map(|h| self.header(h).map(|v| format!("{h}: {v}")))
+        .collect();
+        format!(
+            "{} in {:?} [{}] {}",
+            self.status,
+            self.took,
+            rl.join(", "),
+            self.text
+        )
+    }
+}
+
+/// GET `/limited` as tenant `tenant` (on `client`, so concurrent requests can share one).
+async fn get_with(c: &reqwest::Client, gw: &Gateway, path: &str, tenant: &str) -> Reply {
+    let start = Instant::now();
+    let r = c
+        .get(gw.url(path))
+        .header("X-Tenant", tenant)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.expect("body");
+    Reply {
+        status,
+        headers,
+        text,
+        took: start.elapsed(),
+    }
+}
+
+async fn get(gw: &Gateway, tenant: &str) -> Reply {
+    get_with(&client(), gw, "/limited", tenant).await
+}
+
+fn assert_ok(r: &Reply, what: &str) {
+    assert_eq!(r.status, 200, "{what}: {}", r.describe());
+    assert!(
+        r.json()["headers"].is_object(),
+        "{what}: not the upstream's echo: {}",
+        r.text
+    );
+}
+
+/// Asserts a 200 decided by the store: proxied, with the RateLimit-* headers.
+fn assert_admitted(r: &Reply, what: &str) -> (u64, u64) {
+    assert_ok(r, what);
+    r.rl()
+}
+
+fn assert_limited(r: &Reply, what: &str) {
+    assert_eq!(r.status, 429, "{what}: {}", r.describe());
+    assert_eq!(r.code(), "rate_limited", "{what}: {}", r.describe());
+    assert!(
+        r.number("retry-after").is_some_and(|s| s >= 1),
+        "{what}: Retry-After: {}",
+        r.describe()
+    );
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                return None;
+            }
+            let have: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+            labels
+                .iter()
+                .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// `gateway_rate_limit_store_errors_total` of `kind`.
+async fn store_errors(gw: &Gateway, kind: &str) -> f64 {
+    metric(
+        &gw.metrics().await,
+        "gateway_rate_limit_store_errors_total",
+        &[("kind", kind)],
+    )
+}
+
+/// Requests `/limited` as `tenant` every 100 ms until `done` accepts an answer, for at
+/// most `limit`; every answer before that must satisfy `meanwhile`. Returns the accepted
+/// answer.
+async fn poll_until(
+    gw: &Gateway,
+    tenant: &str,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&Reply) -> bool,
+    meanwhile: impl Fn(&Reply),
+) -> Reply {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let r = get(gw, tenant).await;
+        if done(&r) {
+            return r;
+        }
+        meanwhile(&r);
+        seen.push(r.describe());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}; answers:\n{}\ngateway output:\n{}",
+            seen.join("\n"),
+            gw.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Two gateways on one Redis admit no more than the limit together
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_share_one_quota() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("up").await;
+    let limits = "{ requests: 5, per: 1m, burst: 5 }";
+    let g1 = start_gateway(&redis, "1s", "deny", limits, &up).await;
+    let g2 = start_gateway(&redis, "1s", "deny", limits, &up).await;
+    let gws = [&g1, &g2];
+
+    // Sequentially, alternating: the shared state counts down across both.
+    let mut admitted = 0;
+    for i in 0..20usize {
+        let r = get(gws[i % 2], "seq").await;
+        if i < 5 {
+            let (l, rem) = assert_admitted(&r, &format!("seq #{i} via gateway {}", i % 2 + 1));
+            assert_eq!((l, rem), (5, 4 - i as u64), "seq #{i}: {}", r.describe());
+            admitted += 1;
+        } else {
+            assert_limited(&r, &format!("seq #{i} via gateway {}", i % 2 + 1));
+            assert_eq!(r.rl(), (5, 0), "seq #{i}: {}", r.describe());
+        }
+    }
+    assert_eq!(admitted, 5);
+
+    // Concurrently, another tenant: 20 requests at once, half on each gateway.
+    let c = client();
+    let replies = futures::future::join_all(
+        (0..20).map(|i| get_with(&c, gws[i % 2], "/limited", "concurrent")),
+    )
+    .await;
+    let all: Vec<String> = replies.iter().map(Reply::describe).collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let limited = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(
+        (ok, limited),
+        (5, 15),
+        "admitted / refused of 20 concurrent; answers:\n{}",
+        all.join("\n")
+    );
+    for r in &replies {
+        if r.status == 200 {
+            assert_admitted(r, "concurrent, admitted");
+        } else {
+            assert_limited(r, "concurrent, refused");
+        }
+    }
+    assert_eq!(up.hits.load(Ordering::SeqCst), 10);
+
+    let refused: f64 = futures::future::join_all(gws.iter().map(|g| g.metrics()))
+        .await
+        .iter()
+        .map(|m| metric(m, "gateway_rate_limited_total", &[("route", "limited")]))
+        .sum();
+    assert_eq!(refused, 30.0, "429s counted over both gateways");
+    for g in gws {
+        assert_eq!(
+            store_errors(g, "timeout").await + store_errors(g, "error").await,
+            0.0
+        );
+    }
+
+    // The state is in Redis, under the default prefix only.
+    let keys = redis.keys().await;
+    assert!(!keys.is_empty(), "no rate-limit state in redis");
+    assert!(
+        keys.iter().all(|k| k.starts_with("gateway:rl:")),
+        "keys outside the prefix: {keys:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Redis down, on_error allow: proxied; recovered when Redis is back
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_with_on_error_allow_proxies_then_recovers() {
+    let mut redis = Redis::start().await;
+    let up = Upstream::start("up").await;
+    let gw = start_gateway(&redis, "500ms", "allow", "{ requests: 2, per: 1m }", &up).await;
+
+    assert_eq!(assert_admitted(&get(&gw, "t").await, "before #1"), (2, 1));
+    assert_eq!(assert_admitted(&get(&gw, "t").await, "before #2"), (2, 0));
+    assert_limited(&get(&gw, "t").await, "before #3");
+
+    redis.kill();
+    // Every request is proxied, without RateLimit-* headers (no decision was made).
+    for i in 0..6 {
+        let r = get(&gw, "t").await;
+        assert_ok(&r, &format!("redis down #{i}"));
+        assert!(!r.has_rl(), "redis down #{i}: {}", r.describe());
+        assert!(
+            r.took < Duration::from_secs(3),
+            "redis down #{i}: {}",
+            r.describe()
+        );
+    }
+    let errors = store_errors(&gw, "error").await + store_errors(&gw, "timeout").await;
+    assert!(
+        errors >= 6.0,
+        "each request let through counted: {}",
+        gw.metrics().await
+    );
+    // A route without limits is unaffected.
+    let r = get_with(&client(), &gw, "/open", "t").await;
+    assert_ok(&r, "open route while redis is down");
+
+    // Redis back (empty): limited again, by itself, within seconds.
+    redis.spawn().await;
+    let r = poll_until(
+        &gw,
+        "t",
+        Duration::from_secs(10),
+        "limited again after redis came back",
+        |r| r.status == 429,
+        |r| assert_ok(r, "while reconnecting"),
+    )
+    .await;
+    assert_limited(&r, "after redis came back");
+    assert_eq!(r.rl(), (2, 0), "{}", r.describe());
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Redis down, on_error deny: 503; admitted and limited again when Redis is back
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_with_on_error_deny_refuses_then_recovers() {
+    let mut redis = Redis::start().await;
+    let up = Upstream::start("up").await;
+    let gw = start_gateway(&redis, "500ms", "deny", "{ requests: 2, per: 1m }", &up).await;
+
+    assert_eq!(assert_admitted(&get(&gw, "t").await, "before #1"), (2, 1));
+    assert_eq!(assert_admitted(&get(&gw, "t").await, "before #2"), (2, 0));
+    assert_limited(&get(&gw, "t").await, "before #3");
+    let hits = up.hits.load(Ordering::SeqCst);
+
+    redis.kill();
+    for (i, tenant) in ["t", "fresh-1", "fresh-2", "t", "fresh-3"]
+        .iter()
+        .enumerate()
+    {
+        let r = get(&gw, tenant).await;
+        assert_eq!(r.status, 503, "redis down #{i}: {}", r.describe());
+        assert_eq!(r.code(), "rate_limit_unavailable", "{}", r.describe());
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{}",
+            r.describe()
+        );
+        assert!(
+            r.took < Duration::from_secs(3),
+            "redis down #{i}: {}",
+            r.describe()
+        );
+    }
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        hits,
+        "nothing proxied while the store is down"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "gateway_rate_limit_store_errors_total",
+            &[("kind", "error")]
+        ) + metric(
+            &m,
+            "gateway_rate_limit_store_errors_total",
+            &[("kind", "timeout")]
+        ) >= 5.0,
+        "every failed decision counted: {m}"
+    );
+
+    // Redis back (empty): admitted with headers, then limited.
+    redis.spawn().await;
+    let r = poll_until(
+        &gw,
+        "t",
+        Duration::from_secs(10),
+        "admitted again after redis came back",
+        |r| r.status == 200,
+        |r| {
+            assert_eq!(r.status, 503, "while reconnecting: {}", r.describe());
+            assert_eq!(r.code(), "rate_limit_unavailable", "{}", r.describe());
+        },
+    )
+    .await;
+    assert_eq!(assert_admitted(&r, "after redis came back #1"), (2, 1));
+    let r = get(&gw, "t").await;
+    assert_eq!(assert_admitted(&r, "after redis came back #2"), (2, 0));
+    assert_limited(&get(&gw, "t").await, "after redis came back #3");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Redis that does not answer: bounded by the timeout, never a hang
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unresponsive_redis_costs_at_most_the_timeout() {
+    let redis = Redis::start().await;
+    let up = Upstream::start("up").await;
+    let gw = start_gateway(&redis, "50ms", "allow", "{ requests: 3, per: 1m }", &up).await;
+
+    // Working first (polled: a 50 ms timeout may be missed once on a busy machine).
+    poll_until(
+        &gw,
+        "t",
+        Duration::from_secs(5),
+        "a decision from redis",
+        |r| r.status == 200 && r.has_rl(),
+        |r| assert_ok(r, "before the pause"),
+    )
+    .await;
+    let before = store_errors(&gw, "timeout").await;
+
+    redis.signal("-STOP");
+    // Sequential, then concurrent: each answered (proxied) well within 2 s.
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        replies.push(get(&gw, "t").await);
+    }
+    let c = client();
+    replies.extend(
+        futures::future::join_all(
+            (0..6).map(|i| get_with(&c, &gw, "/limited", if i % 2 == 0 { "t" } else { "u" })),
+        )
+        .await,
+    );
+    redis.signal("-CONT");
+    for (i, r) in replies.iter().enumerate() {
+        assert_ok(r, &format!("paused redis #{i}"));
+        assert!(!r.has_rl(), "paused redis #{i}: {}", r.describe());
+        assert!(
+            r.took < Duration::from_secs(2),
+            "paused redis #{i}: took {:?}: {}",
+            r.took,
+            r.describe()
+        );
+    }
+    let after = store_errors(&gw, "timeout").await;
+    let errors = store_errors(&gw, "error").await;
+    assert!(
+        after > before && after - before + errors >= 10.0,
+        "each request let through counted, timeouts as kind=\"timeout\": \
+         timeouts {before} -> {after}, errors {errors}; {}",
+        gw.metrics().await
+    );
+
+    // Resumed: limited again by itself (some of the queued scripts may have run).
+    let r = poll_until(
+        &gw,
+        "t",
+        Duration::from_secs(10),
+        "limited again after redis resumed",
+        |r| r.status == 429,
+        |r| assert_ok(r, "after resuming"),
+    )
+    .await;
+    assert_limited(&r, "after redis resumed");
+}
