@@ -97,6 +97,21 @@ impl ServeHttp for DemoService {
                 json!({"status": "ok", "service": self.name}),
             ),
             ["users", id] => json_response(StatusCode::OK, Self::user(id)),
+            ["teams", id] => json_response(
+                StatusCode::OK,
+                json!({"id": id, "name": format!("Team {}", id.trim_start_matches("team-"))}),
+            ),
+            ["recommendations", user] => {
+                let ms = query(session, "delay")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    .min(MAX_SLOW_MS);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                json_response(
+                    StatusCode::OK,
+                    json!({"user": user, "items": ["sku-1", "sku-7"]}),
+                )
+            }
             ["orders"] => {
                 let user = query(session, "user").unwrap_or_default().into_owned();
                 json_response(StatusCode::OK, Self::orders(&user))

@@ -33,6 +33,8 @@ pub enum GatewayError {
     RateLimited { retry_after: u64 },
     #[error("the rate-limit store is unavailable")]
     RateLimitUnavailable,
+    #[error("the required call {call:?} failed: {reason}")]
+    CallFailed { call: String, reason: String },
     #[error("the upstream refused or reset the connection")]
     BadGateway,
     #[error("no upstream target is available")]
@@ -71,7 +73,7 @@ impl GatewayError {
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             RateLimitUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_unavailable"),
-            BadGateway => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            BadGateway | CallFailed { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             UpstreamUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

@@ -7,6 +7,7 @@
 //! [`runtime::Snapshot`] held by [`runtime::Store`].
 
 pub mod admin;
+pub mod aggregate;
 pub mod auth;
 pub mod config;
 pub mod demo;

@@ -45,6 +45,9 @@ metric!(RATE_LIMIT_STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     &["kind"]));
 metric!(RATE_LIMIT_KEYS: IntGauge = register_int_gauge!(
     "gateway_rate_limit_keys", "Client keys held by the memory rate-limit store, over all limits."));
+metric!(AGGREGATE_CALLS: IntCounterVec = register_int_counter_vec!(
+    "gateway_aggregate_calls_total", "Aggregate (backend-for-frontend) calls by route, call and outcome (ok, error, timeout).",
+    &["route", "call", "outcome"]));
 metric!(JWKS_FETCHES: IntCounterVec = register_int_counter_vec!(
     "gateway_jwks_fetches_total", "JWKS fetches by provider and result (success, failure).",
     &["provider", "result"]));
@@ -65,6 +68,7 @@ pub fn init() {
     LazyLock::force(&JWKS_FETCHES);
     LazyLock::force(&VALIDATION_FAILURES);
     LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&AGGREGATE_CALLS);
     LazyLock::force(&RATE_LIMIT_KEYS);
     for k in ["timeout", "error", "full"] {
         RATE_LIMIT_STORE_ERRORS.with_label_values(&[k]);

@@ -36,6 +36,12 @@ pub enum Var {
     Header(http::HeaderName),
     Claim(String),
     ConsumerId,
+    /// `{calls.NAME.FIELD}` in an aggregate call: a field (a JSON Pointer) of an earlier
+    /// call's answer.
+    Call {
+        call: String,
+        pointer: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +58,8 @@ pub struct Scope<'a> {
     pub claims: bool,
     /// Whether the route identifies a consumer.
     pub consumer: bool,
+    /// The aggregate calls whose answers may be referred to (`{calls.NAME.FIELD}`).
+    pub calls: &'a [String],
 }
 
 /// The values of one request that a template is rendered with.
@@ -61,6 +69,10 @@ pub trait Values {
     fn header(&self, name: &http::HeaderName) -> Option<&str>;
     fn claim(&self, name: &str) -> Option<Cow<'_, str>>;
     fn consumer_id(&self) -> Option<&str>;
+    /// A scalar at `pointer` in the answer of call `call`, as text.
+    fn call_field(&self, _call: &str, _pointer: &str) -> Option<Cow<'_, str>> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +131,7 @@ impl Template {
                         Var::Header(h) => values.header(h).map(Cow::Borrowed),
                         Var::Claim(c) => values.claim(c),
                         Var::ConsumerId => values.consumer_id().map(Cow::Borrowed),
+                        Var::Call { call, pointer } => values.call_field(call, pointer),
                     };
                     if let Some(v) = v {
                         let _ = write!(out, "{}", utf8_percent_encode(&v, set));
@@ -156,8 +169,27 @@ fn parse_var(expr: &str, scope: &Scope<'_>) -> Result<Var, String> {
         "consumer" if name == "id" => {
             Err("{consumer.id} needs a route that identifies a consumer".to_string())
         }
+        "calls" => {
+            let (call, field) = name.split_once('.').unwrap_or((name, ""));
+            if !scope.calls.iter().any(|c| c == call) {
+                return Err(format!(
+                    "{{calls.{name}}}: {call:?} is not an earlier call of this aggregate"
+                ));
+            }
+            if field.is_empty() || field.split('.').any(str::is_empty) {
+                return Err(format!("{{calls.{name}}}: expected calls.CALL.FIELD"));
+            }
+            let pointer = field
+                .split('.')
+                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+                .collect();
+            Ok(Var::Call {
+                call: call.to_string(),
+                pointer,
+            })
+        }
         _ => Err(format!(
-            "unknown template variable {{{expr}}}: use path.*, query.*, header.*, claims.* or consumer.id"
+            "unknown template variable {{{expr}}}: use path.*, query.*, header.*, claims.*, consumer.id or (in aggregate calls) calls.*"
         )),
     }
 }
@@ -190,6 +222,7 @@ mod tests {
             path_params: params,
             claims: false,
             consumer: true,
+            calls: &[],
         }
     }
 
@@ -217,6 +250,7 @@ mod tests {
             "/u/{claims.sub}",
             "u/{path.id}",
             "/u/{query.}",
+            "/u/{calls.profile.id}",
         ] {
             assert!(Template::compile(bad, &s).is_err(), "{bad} should fail");
         }

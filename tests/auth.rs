@@ -9,7 +9,8 @@ mod common;
 
 use common::line_of;
 
-use common::{bin, client, ConfigDir, Gateway, Upstream};
+use common::reply::{assert_ok, send, Reply};
+use common::{bin, client, metric, ConfigDir, Gateway, Upstream};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -182,46 +183,6 @@ fn route(name: &str, path: &str, auth: &str, extra: &str) -> String {
 // Helpers: requests, answers, metrics
 // ---------------------------------------------------------------------------------------
 
-/// An answer, read in full.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or(Value::Null)
-    }
-
-    fn www(&self) -> Option<String> {
-        self.headers
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap_or("<binary>").to_string())
-    }
-
-    /// The headers the echo upstream received (lower-case names).
-    fn upstream_header(&self, name: &str) -> Option<String> {
-        self.json()["headers"][name].as_str().map(str::to_string)
-    }
-
-    fn describe(&self) -> String {
-        format!("{} {:?} {}", self.status, self.www(), self.text)
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.expect("body");
-    Reply {
-        status,
-        headers,
-        text,
-    }
-}
-
 /// GET `path` with `Authorization: Bearer <token>` when a token is given.
 async fn get(gw: &Gateway, path: &str, token: Option<&str>) -> Reply {
     let mut req = client().get(gw.url(path));
@@ -229,16 +190,6 @@ async fn get(gw: &Gateway, path: &str, token: Option<&str>) -> Reply {
         req = req.bearer_auth(t);
     }
     send(req).await
-}
-
-/// Asserts a 200 from the echo upstream.
-fn assert_ok(r: &Reply, what: &str) {
-    assert_eq!(r.status, 200, "{what}: {}", r.describe());
-    assert!(
-        r.json()["headers"].is_object(),
-        "{what}: not the upstream's echo: {}",
-        r.text
-    );
 }
 
 /// Asserts a 401 `unauthorized` with the right `WWW-Authenticate`, whose body does not
@@ -265,7 +216,12 @@ fn assert_unauthorized(r: &Reply, token_presented: bool, credential: &str, what:
     } else {
         "Bearer"
     };
-    assert_eq!(r.www().as_deref(), Some(want), "{what}: {}", r.describe());
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(want),
+        "{what}: {}",
+        r.describe()
+    );
     assert_no_echo(r, credential, what);
 }
 
@@ -274,7 +230,7 @@ fn assert_forbidden(r: &Reply, scope: &str, credential: &str, what: &str) {
     assert_eq!(r.status, 403, "{what}: {}", r.describe());
     assert_eq!(r.json()["error"]["code"], "forbidden", "{what}: {}", r.text);
     assert_eq!(
-        r.www().as_deref(),
+        r.header("www-authenticate"),
         Some(format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"").as_str()),
         "{what}"
     );
@@ -319,26 +275,6 @@ fn assert_output_clean(gw: &Gateway, credentials: &[String]) {
             );
         }
     }
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if n != name {
-                return None;
-            }
-            let have: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
-            labels
-                .iter()
-                .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
 }
 
 fn auth_failures(text: &str, route: &str, reason: &str) -> f64 {
@@ -1896,7 +1832,10 @@ async fn unauthorized_answers_follow_rfc_6750_and_never_echo_credentials() {
     // HEAD: the status and header, no body.
     let r = send(c.head(gw.url("/either/a")).bearer_auth(&expired)).await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.www().as_deref(), Some("Bearer error=\"invalid_token\""));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
+    );
     // A key in the query string is not echoed, nor logged.
     let r = send(c.get(gw.url("/keyed/a?api_key=test-only-wrong-key-in-query"))).await;
     assert_unauthorized(

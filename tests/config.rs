@@ -7,7 +7,7 @@ mod common;
 
 use common::line_of;
 
-use common::{bin, free_port, ConfigDir};
+use common::{bin, free_port, output_pipes, ConfigDir};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -88,6 +88,22 @@ fn assert_problem(ok: bool, out: &str, file: &Path, line: usize, parts: &[&str])
     msg
 }
 
+/// Checks `text` as the only policy file, `routes.yaml`, and asserts that it failed with
+/// a problem on the line of `needle` whose message contains every one of `parts`; returns
+/// the whole output.
+fn assert_routes_problem(text: &str, needle: &str, parts: &[&str]) -> String {
+    let c = ConfigDir::new("", &[("routes.yaml", text)]);
+    let (ok, out) = c.check();
+    assert_problem(
+        ok,
+        &out,
+        &policy_path(&c, "routes.yaml"),
+        line_of(text, needle),
+        parts,
+    );
+    out
+}
+
 /// The `N problem(s) found` trailer of a failed check.
 fn problem_count(out: &str) -> usize {
     out.lines()
@@ -119,26 +135,16 @@ fn run_bin(args: &[&str], stdin: Option<&str>, limit: Duration) -> (Option<ExitS
         let mut pipe = child.stdin.take().expect("stdin");
         pipe.write_all(input.as_bytes()).expect("write stdin");
     }
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s);
-            s
+    let readers: Vec<_> = output_pipes(&mut child)
+        .into_iter()
+        .map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = pipe.read_to_string(&mut s);
+                s
+            })
         })
-    })
-    .collect();
+        .collect();
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(s) = child.try_wait().expect("try_wait") {
@@ -361,13 +367,9 @@ fn route_to_unknown_upstream() {
             route_with("lost", "/lost", "auth: none\nupstream: userz"),
         ],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "upstream: userz"),
+    assert_routes_problem(
+        &text,
+        "upstream: userz",
         &["route \"lost\"", "unknown upstream \"userz\""],
     );
 }
@@ -472,13 +474,9 @@ fn bad_size_in_route_max_body() {
             "auth: none\nupstream: users\nrequest:\n  max_body: lots",
         )],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "max_body: lots"),
+    assert_routes_problem(
+        &text,
+        "max_body: lots",
         &["routes[0].request.max_body", "invalid size \"lots\""],
     );
 }
@@ -556,13 +554,9 @@ fn route_without_auth_says_how_to_make_it_public() {
             route_with("open", "/open", "upstream: users"),
         ],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "name: open"),
+    let out = assert_routes_problem(
+        &text,
+        "name: open",
         &["route \"open\"", "`auth` is required", "`auth: none`"],
     );
     assert_eq!(problem_count(&out), 1, "{out}");
@@ -578,13 +572,9 @@ fn route_with_both_upstream_and_aggregate() {
             "auth: none\nupstream: users\naggregate:\n  timeout: 1s\n  calls: [ { name: u, upstream: users, path: /u } ]",
         )],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "name: both"),
+    assert_routes_problem(
+        &text,
+        "name: both",
         &[
             "route \"both\"",
             "exactly one of `upstream` and `aggregate`",
@@ -598,13 +588,9 @@ fn route_with_neither_upstream_nor_aggregate() {
         &["users"],
         &[route_with("neither", "/neither", "auth: none")],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "name: neither"),
+    let out = assert_routes_problem(
+        &text,
+        "name: neither",
         &[
             "route \"neither\"",
             "exactly one of `upstream` and `aggregate`",
@@ -619,13 +605,9 @@ fn invalid_auth_value() {
         &["users"],
         &[route_with("a", "/a", "auth: [password]\nupstream: users")],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "auth: [password]"),
+    assert_routes_problem(
+        &text,
+        "auth: [password]",
         &[
             "routes[0].auth",
             "invalid auth method \"password\"",
@@ -637,15 +619,7 @@ fn invalid_auth_value() {
         &["users"],
         &[route_with("a", "/a", "auth: []\nupstream: users")],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "auth: []"),
-        &["auth list is empty", "`auth: none`"],
-    );
+    assert_routes_problem(&text, "auth: []", &["auth list is empty", "`auth: none`"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -655,15 +629,7 @@ fn invalid_auth_value() {
 /// Checks a configuration whose only problem is the unsupported section on the line of
 /// `needle` in policy file `routes.yaml`.
 fn assert_refused(text: &str, needle: &str, what: &str) {
-    let c = ConfigDir::new("", &[("routes.yaml", text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(text, needle),
-        &[what, "is not supported yet"],
-    );
+    let out = assert_routes_problem(text, needle, &[what, "is not supported yet"]);
     assert_eq!(problem_count(&out), 1, "{out}");
 }
 
@@ -673,13 +639,9 @@ fn consumer_plan_must_exist() {
         "{}consumers:\n  acme:\n    api_keys: [\"sha256:a2fb8545fcd457204e9fee11be92013aa3240b1b146fe262ba608fdfc159041c\"]\n    plan: partner-basic\n",
         policy(&["users"], &[route("a", "/a")])
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "plan: partner-basic"),
+    assert_routes_problem(
+        &text,
+        "plan: partner-basic",
         &["unknown plan \"partner-basic\""],
     );
 }
@@ -693,13 +655,9 @@ fn jwt_route_naming_an_unknown_provider() {
             route_with("private", "/private", "auth: [jwt:corp]\nupstream: users"),
         ],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "auth: [jwt:corp]"),
+    assert_routes_problem(
+        &text,
+        "auth: [jwt:corp]",
         &["unknown jwt provider \"corp\""],
     );
 }
@@ -714,29 +672,22 @@ fn route_rate_limit_values_are_checked() {
             "auth: none\nupstream: users\nrate_limit:\n  key: client_ip\n  limits:\n    - { requests: 5, per: 1s }\n    - { requests: 0, per: 1s }",
         )],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "requests: 0"),
-        &["requests must be between 1 and"],
-    );
+    let out = assert_routes_problem(&text, "requests: 0", &["requests must be between 1 and"]);
     assert_eq!(problem_count(&out), 1, "{out}");
 }
 
 #[test]
-fn aggregate_is_refused() {
+fn aggregate_call_naming_an_unknown_upstream() {
     let text = policy(
         &["users"],
         &[route_with(
             "bff",
             "/bff",
-            "auth: none\naggregate:\n  timeout: 2s\n  calls:\n    - { name: a, upstream: users, path: /a }",
+            "auth: none\naggregate:\n  timeout: 2s\n  calls:\n    - { name: a, upstream: users, path: /a }\n    - { name: b, upstream: nope, path: /b }",
         )],
     );
-    assert_refused(&text, "aggregate:", "aggregate");
+    let out = assert_routes_problem(&text, "upstream: nope", &["unknown upstream \"nope\""]);
+    assert_eq!(problem_count(&out), 1, "{out}");
 }
 
 #[test]
@@ -976,14 +927,10 @@ fn same_host_and_path_with_overlapping_methods_is_refused() {
             "  - name: change\n    match: { host: API.example.com, path: /v1/items, methods: [put, post] }\n    auth: none\n    upstream: users\n".to_string(),
         ],
     );
-    let c = ConfigDir::new("", &[("routes.yaml", &text)]);
-    let (ok, out) = c.check();
     // "read" has no host: a different host pattern, so it conflicts with neither.
-    assert_problem(
-        ok,
-        &out,
-        &policy_path(&c, "routes.yaml"),
-        line_of(&text, "methods: [put, post]"),
+    let out = assert_routes_problem(
+        &text,
+        "methods: [put, post]",
         &["route \"change\" matches the same requests as route \"write\""],
     );
     assert_eq!(problem_count(&out), 1, "{out}");

@@ -143,6 +143,33 @@ async fn readme_walkthrough() {
         "acme's plan: bursts of 20"
     );
 
+    // The backend-for-frontend demo route: four calls, one of them after another.
+    let token = Command::new(common::bin())
+        .args(["token", "--provider", "demo", "--sub", "alice"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("gateway token");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let dash = |q: &str| {
+        c.get(format!("{GW}/v1/dashboard{q}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let r = dash("").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-gateway-partial").is_none());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["profile"]["id"], "alice");
+    assert_eq!(v["orders"]["user"], "alice");
+    assert_eq!(v["team"]["id"], v["profile"]["team_id"]);
+    assert_eq!(v["recommendations"]["user"], "alice");
+    let r = dash("?delay=800").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-gateway-partial"], "true");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["_errors"]["recommendations"], "timeout");
+    assert!(v.get("recommendations").is_none());
+
     let cfg: Value = c
         .get(format!("{ADMIN}/config"))
         .send()

@@ -12,11 +12,12 @@
 
 mod common;
 
-use common::{client, free_port, line_of, ConfigDir, Gateway, Upstream};
+use common::reply::{assert_ok, get, send, Reply};
+use common::{client, free_port, line_of, metric, ConfigDir, Gateway, Upstream};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -66,106 +67,6 @@ fn write_atomically(c: &ConfigDir, name: &str, text: &str) {
 // Helpers: requests and answers
 // ---------------------------------------------------------------------------------------
 
-/// An answer, read in full, with when its request was sent and when the answer was in.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-    sent: Instant,
-    done: Instant,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("<binary>"))
-    }
-
-    /// A header that must be a whole non-negative number when present.
-    fn number(&self, name: &str) -> Option<u64> {
-        self.header(name).map(|v| {
-            v.trim().parse().unwrap_or_else(|_| {
-                panic!("{name}: {v:?} is not a whole number; {}", self.describe())
-            })
-        })
-    }
-
-    /// `(RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset)`; panics unless all three
-    /// are present.
-    fn rl(&self) -> (u64, u64, u64) {
-        match (
-            self.number("ratelimit-limit"),
-            self.number("ratelimit-remaining"),
-            self.number("ratelimit-reset"),
-        ) {
-            (Some(l), Some(r), Some(s)) => (l, r, s),
-            _ => panic!(
-                "expected all three RateLimit-* headers; {}",
-                self.describe()
-            ),
-        }
-    }
-
-    /// Whether any `RateLimit-*` header is present.
-    fn has_rl(&self) -> bool {
-        ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"]
-            .iter()
-            .any(|h| self.headers.contains_key(*h))
-    }
-
-    fn describe(&self) -> String {
-        let rl: Vec<String> = [
-            "retry-after",
-            "ratelimit-limit",
-            "ratelimit-remaining",
-            "ratelimit-reset",
-        ]
-        .iter()
-        .filter_map(|h| self.header(h).map(|v| format!("{h}: {v}")))
-        .collect();
-        format!("{} [{}] {}", self.status, rl.join(", "), self.text)
-    }
-}
-
-async fn send(req: reqwest::RequestBuilder) -> Reply {
-    let sent = Instant::now();
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.expect("body");
-    Reply {
-        status,
-        headers,
-        text,
-        sent,
-        done: Instant::now(),
-    }
-}
-
-/// GET `path` on the gateway with the given request headers.
-async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = client().get(gw.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(req).await
-}
-
-/// Asserts a 200 proxied from the echo upstream.
-fn assert_ok(r: &Reply, what: &str) {
-    assert_eq!(r.status, 200, "{what}: {}", r.describe());
-    assert!(
-        r.json()["headers"].is_object(),
-        "{what}: not the upstream's echo: {}",
-        r.text
-    );
-}
-
 /// Asserts a 429 `rate_limited` error in the contract's shape; returns its `Retry-After`.
 fn assert_limited(r: &Reply, what: &str) -> u64 {
     assert_eq!(r.status, 429, "{what}: {}", r.describe());
@@ -212,26 +113,6 @@ fn between(a: &Reply, b: &Reply) -> (Duration, Duration) {
         b.sent.saturating_duration_since(a.done),
         b.done.duration_since(a.sent),
     )
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if n != name {
-                return None;
-            }
-            let have: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
-            labels
-                .iter()
-                .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
 }
 
 /// Waits (briefly: metrics may be recorded just after the answer is sent) until the
@@ -1028,8 +909,12 @@ fn assert_check_fails(c: &ConfigDir, file: &Path, lines: &[usize], parts: &[&str
     }
 }
 
-fn policy_file(c: &ConfigDir) -> PathBuf {
-    c.path().join("policies").join("p.yaml")
+/// Asserts that `check` of the policy `text`, as the only policy file, fails with a
+/// problem on the line of `needle` whose message contains every one of `parts`.
+fn assert_policy_fails(text: &str, needle: &str, parts: &[&str]) {
+    let c = ConfigDir::new("", &[("p.yaml", text)]);
+    let file = c.path().join("policies").join("p.yaml");
+    assert_check_fails(&c, &file, &[line_of(text, needle)], parts);
 }
 
 /// A valid policy with a plan, a consumer on it and a limited route; `edit` applied.
@@ -1061,41 +946,17 @@ fn check_reports_rate_limit_configuration_errors() {
 
     // A consumer's plan that does not exist.
     let text = check_policy(|s| s.replace("plan: basic", "plan: platinum"));
-    let c = ConfigDir::new("", &[("p.yaml", &text)]);
-    assert_check_fails(
-        &c,
-        &policy_file(&c),
-        &[line_of(&text, "plan: platinum")],
-        &["platinum"],
-    );
+    assert_policy_fails(&text, "plan: platinum", &["platinum"]);
 
     // requests: 0, in a plan and in a route.
     let text = check_policy(|s| s.replace("requests: 10000", "requests: 0"));
-    let c = ConfigDir::new("", &[("p.yaml", &text)]);
-    assert_check_fails(
-        &c,
-        &policy_file(&c),
-        &[line_of(&text, "requests: 0")],
-        &["requests"],
-    );
+    assert_policy_fails(&text, "requests: 0", &["requests"]);
     let text = check_policy(|s| s.replace("{ requests: 5, per: 1s }", "{ requests: 0, per: 1s }"));
-    let c = ConfigDir::new("", &[("p.yaml", &text)]);
-    assert_check_fails(
-        &c,
-        &policy_file(&c),
-        &[line_of(&text, "requests: 0")],
-        &["requests"],
-    );
+    assert_policy_fails(&text, "requests: 0", &["requests"]);
 
     // A route limit list that is empty.
     let text = check_policy(|s| s.replace("limits: [ { requests: 1, per: 1m } ]", "limits: []"));
-    let c = ConfigDir::new("", &[("p.yaml", &text)]);
-    assert_check_fails(
-        &c,
-        &policy_file(&c),
-        &[line_of(&text, "limits: []")],
-        &["limits"],
-    );
+    assert_policy_fails(&text, "limits: []", &["limits"]);
 
     // The redis backend without its settings.
     let c = ConfigDir::new(

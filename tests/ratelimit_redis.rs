@@ -9,8 +9,8 @@
 
 mod common;
 
-use common::{client, free_port, ConfigDir, Gateway, Upstream};
-use serde_json::Value;
+use common::reply::{assert_ok, send, Reply};
+use common::{client, free_port, metric, ConfigDir, Gateway, Upstream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -204,115 +204,21 @@ async fn start_gateway(
     .await
 }
 
-/// An answer, read in full, and how long it took.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-    took: Duration,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("<binary>"))
-    }
-
-    fn number(&self, name: &str) -> Option<u64> {
-        self.header(name).map(|v| {
-            v.trim().parse().unwrap_or_else(|_| {
-                panic!("{name}: {v:?} is not a whole number; {}", self.describe())
-            })
-        })
-    }
-
-    fn has_rl(&self) -> bool {
-        ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"]
-            .iter()
-            .any(|h| self.headers.contains_key(*h))
-    }
-
-    /// `(RateLimit-Limit, RateLimit-Remaining)`; panics unless all three headers are there.
-    fn rl(&self) -> (u64, u64) {
-        match (
-            self.number("ratelimit-limit"),
-            self.number("ratelimit-remaining"),
-            self.number("ratelimit-reset"),
-        ) {
-            (Some(l), Some(r), Some(_)) => (l, r),
-            _ => panic!(
-                "expected all three RateLimit-* headers; {}",
-                self.describe()
-            ),
-        }
-    }
-
-    fn code(&self) -> Value {
-        self.json()["error"]["code"].clone()
-    }
-
-    fn describe(&self) -> String {
-        let rl: Vec<String> = [
-            "retry-after",
-            "ratelimit-limit",
-            "ratelimit-remaining",
-            "ratelimit-reset",
-        ]
-        .iter()
-        .filter_map(|h| self.header(h).map(|v| format!("{h}: {v}")))
-        .collect();
-        format!(
-            "{} in {:?} [{}] {}",
-            self.status,
-            self.took,
-            rl.join(", "),
-            self.text
-        )
-    }
-}
-
-/// GET `/limited` as tenant `tenant` (on `client`, so concurrent requests can share one).
+/// GET `path` as tenant `tenant` (on `c`, so concurrent requests can share one client).
 async fn get_with(c: &reqwest::Client, gw: &Gateway, path: &str, tenant: &str) -> Reply {
-    let start = Instant::now();
-    let r = c
-        .get(gw.url(path))
-        .header("X-Tenant", tenant)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.expect("body");
-    Reply {
-        status,
-        headers,
-        text,
-        took: start.elapsed(),
-    }
+    send(c.get(gw.url(path)).header("X-Tenant", tenant)).await
 }
 
+/// GET `/limited` as tenant `tenant`.
 async fn get(gw: &Gateway, tenant: &str) -> Reply {
     get_with(&client(), gw, "/limited", tenant).await
-}
-
-fn assert_ok(r: &Reply, what: &str) {
-    assert_eq!(r.status, 200, "{what}: {}", r.describe());
-    assert!(
-        r.json()["headers"].is_object(),
-        "{what}: not the upstream's echo: {}",
-        r.text
-    );
 }
 
 /// Asserts a 200 decided by the store: proxied, with the RateLimit-* headers.
 fn assert_admitted(r: &Reply, what: &str) -> (u64, u64) {
     assert_ok(r, what);
-    r.rl()
+    let (l, rem, _) = r.rl();
+    (l, rem)
 }
 
 fn assert_limited(r: &Reply, what: &str) {
@@ -323,26 +229,6 @@ fn assert_limited(r: &Reply, what: &str) {
         "{what}: Retry-After: {}",
         r.describe()
     );
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if n != name {
-                return None;
-            }
-            let have: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
-            labels
-                .iter()
-                .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
 }
 
 /// `gateway_rate_limit_store_errors_total` of `kind`.
@@ -384,6 +270,22 @@ async fn poll_until(
     }
 }
 
+/// Polls tenant `t` until it is refused again (for up to 10 s, every answer before that
+/// proxied), `after` what; asserts the refusal is a 429 `rate_limited` and returns it.
+async fn limited_again(gw: &Gateway, after: &str) -> Reply {
+    let r = poll_until(
+        gw,
+        "t",
+        Duration::from_secs(10),
+        &format!("limited again {after}"),
+        |r| r.status == 429,
+        |r| assert_ok(r, &format!("until limited again {after}")),
+    )
+    .await;
+    assert_limited(&r, after);
+    r
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Two gateways on one Redis admit no more than the limit together
 // ---------------------------------------------------------------------------------------
@@ -407,7 +309,8 @@ async fn two_gateways_share_one_quota() {
             admitted += 1;
         } else {
             assert_limited(&r, &format!("seq #{i} via gateway {}", i % 2 + 1));
-            assert_eq!(r.rl(), (5, 0), "seq #{i}: {}", r.describe());
+            let (l, rem, _) = r.rl();
+            assert_eq!((l, rem), (5, 0), "seq #{i}: {}", r.describe());
         }
     }
     assert_eq!(admitted, 5);
@@ -479,7 +382,7 @@ async fn redis_down_with_on_error_allow_proxies_then_recovers() {
         assert_ok(&r, &format!("redis down #{i}"));
         assert!(!r.has_rl(), "redis down #{i}: {}", r.describe());
         assert!(
-            r.took < Duration::from_secs(3),
+            r.took() < Duration::from_secs(3),
             "redis down #{i}: {}",
             r.describe()
         );
@@ -496,17 +399,9 @@ async fn redis_down_with_on_error_allow_proxies_then_recovers() {
 
     // Redis back (empty): limited again, by itself, within seconds.
     redis.spawn().await;
-    let r = poll_until(
-        &gw,
-        "t",
-        Duration::from_secs(10),
-        "limited again after redis came back",
-        |r| r.status == 429,
-        |r| assert_ok(r, "while reconnecting"),
-    )
-    .await;
-    assert_limited(&r, "after redis came back");
-    assert_eq!(r.rl(), (2, 0), "{}", r.describe());
+    let r = limited_again(&gw, "after redis came back").await;
+    let (l, rem, _) = r.rl();
+    assert_eq!((l, rem), (2, 0), "{}", r.describe());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -539,7 +434,7 @@ async fn redis_down_with_on_error_deny_refuses_then_recovers() {
             r.describe()
         );
         assert!(
-            r.took < Duration::from_secs(3),
+            r.took() < Duration::from_secs(3),
             "redis down #{i}: {}",
             r.describe()
         );
@@ -623,9 +518,9 @@ async fn unresponsive_redis_costs_at_most_the_timeout() {
         assert_ok(r, &format!("paused redis #{i}"));
         assert!(!r.has_rl(), "paused redis #{i}: {}", r.describe());
         assert!(
-            r.took < Duration::from_secs(2),
+            r.took() < Duration::from_secs(2),
             "paused redis #{i}: took {:?}: {}",
-            r.took,
+            r.took(),
             r.describe()
         );
     }
@@ -639,14 +534,5 @@ async fn unresponsive_redis_costs_at_most_the_timeout() {
     );
 
     // Resumed: limited again by itself (some of the queued scripts may have run).
-    let r = poll_until(
-        &gw,
-        "t",
-        Duration::from_secs(10),
-        "limited again after redis resumed",
-        |r| r.status == 429,
-        |r| assert_ok(r, "after resuming"),
-    )
-    .await;
-    assert_limited(&r, "after redis resumed");
+    limited_again(&gw, "after redis resumed").await;
 }

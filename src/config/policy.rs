@@ -383,5 +383,16 @@ pub struct CallDef {
     #[serde(default)]
     pub method: Option<MethodName>,
     #[serde(default)]
-    pub body: Option<String>,
+    pub body: Option<CallBody>,
+    /// Calls (earlier in the list) whose answers this call's path refers to.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+/// What a call sends as its body.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallBody {
+    /// The client's request body, with its Content-Type.
+    Forward,
 }

@@ -38,6 +38,10 @@ impl Problems {
     pub fn push(&mut self, p: Problem) {
         self.0.push(p);
     }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub identity: Option<Identity>,
     /// The rate-limit headers of this request's response, once decided.
     pub rate: Option<RateHeaders>,
+    /// The request body, when a phase had to read it whole (validation).
+    pub body: Option<bytes::Bytes>,
 }
 
 impl Ctx {
@@ -53,6 +55,7 @@ impl Ctx {
             tls: false,
             identity: None,
             rate: None,
+            body: None,
         }
     }
 
@@ -69,6 +72,6 @@ impl Ctx {
     }
 
     pub fn upstream_name(&self) -> Option<&str> {
-        self.route().map(|r| &*r.upstream.name)
+        Some(&*self.route()?.upstream.as_ref()?.name)
     }
 }

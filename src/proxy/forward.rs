@@ -15,9 +15,9 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Template values drawn from the client's request and its identity.
-struct RequestValues<'a> {
-    req: &'a RequestHeader,
-    ctx: &'a Ctx,
+pub struct RequestValues<'a> {
+    pub req: &'a RequestHeader,
+    pub ctx: &'a Ctx,
 }
 
 impl Values for RequestValues<'_> {
@@ -91,6 +91,12 @@ pub fn upstream_request(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ct
             up.set_uri(uri);
         }
     }
+    gateway_headers(client, up, ctx);
+}
+
+/// The headers the gateway adds to every upstream request, proxied or made by itself
+/// (aggregate calls): forwarding, request id, trace, identity, and the route's edits.
+pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx) {
     let trusted = ctx
         .client_ip
         .is_some_and(|ip| ctx.snapshot.settings.is_trusted(ip));

@@ -7,7 +7,11 @@ use crate::metrics;
 use crate::validate::{check_body, is_json_media_type, RouteValidation};
 use pingora_proxy::Session;
 
-async fn read_body(session: &mut Session, ctx: &Ctx, limit: u64) -> Result<Vec<u8>, GatewayError> {
+pub async fn read_body(
+    session: &mut Session,
+    ctx: &Ctx,
+    limit: u64,
+) -> Result<Vec<u8>, GatewayError> {
     // What is read here is kept by Pingora's retry buffer and sent upstream as it was.
     session.as_mut().enable_retry_buffering();
     // A client that sent `Expect: 100-continue` waits for it before sending the body; the
@@ -49,7 +53,7 @@ async fn read_body(session: &mut Session, ctx: &Ctx, limit: u64) -> Result<Vec<u
 
 async fn run(
     session: &mut Session,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     v: &RouteValidation,
     limit: u64,
 ) -> Result<(), GatewayError> {
@@ -90,11 +94,14 @@ async fn run(
         return Err(GatewayError::UnsupportedMediaType);
     }
     let body = read_body(session, ctx, limit).await?;
-    check_body(schema, &body)
+    check_body(schema, &body)?;
+    // Kept for a backend-for-frontend call that forwards it.
+    ctx.body = Some(body.into());
+    Ok(())
 }
 
 /// Validates the request against its route's schemas; counts refusals.
-pub async fn check(session: &mut Session, ctx: &Ctx) -> Result<(), GatewayError> {
+pub async fn check(session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
     let Some(route) = ctx.route() else {
         return Ok(());
     };

@@ -1,6 +1,8 @@
 //! The `ProxyHttp` implementation: a thin dispatcher that hands each phase to its module.
 
 pub mod admit;
+pub mod bff;
+pub mod client;
 pub mod ctx;
 pub mod forward;
 pub mod guard;
@@ -56,16 +58,16 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let outcome = match admit::admit(session.req_header(), ctx) {
-            admit::Outcome::Proxy => match guard::check(session.req_header(), ctx).await {
-                Ok(()) => match throttle::check(session.req_header(), ctx).await {
-                    Ok(()) => inspect::check(session, ctx).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            },
-            admit::Outcome::Reject(err) => Err(err),
-        };
+        let mut outcome = screen(session, ctx).await;
+        if outcome.is_ok() {
+            if let Some(agg) = ctx.route().and_then(|r| r.aggregate.clone()) {
+                // A backend-for-frontend route answers here; nothing is proxied.
+                outcome = bff::answer(session, ctx, &agg).await;
+                if outcome.is_ok() {
+                    return Ok(true);
+                }
+            }
+        }
         match outcome {
             Ok(()) => Ok(false),
             Err(err) => {
@@ -76,12 +78,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(route) = ctx.route() else {
+        let Some(upstream) = ctx.route().and_then(|r| r.upstream.clone()) else {
             return Err(gateway_failure(ctx, GatewayError::NoRoute));
         };
-        let upstream = route.upstream.clone();
         let key = if upstream.hashes() {
-            upstream_key(session, ctx, &upstream.hash_key)
+            client::hash_key(session.req_header(), ctx, &upstream.hash_key)
         } else {
             Vec::new()
         };
@@ -215,23 +216,12 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// The consistent-hashing key for this request.
-fn upstream_key(session: &Session, ctx: &Ctx, key: &crate::config::values::ClientKey) -> Vec<u8> {
-    use crate::config::values::ClientKey;
-    match key {
-        ClientKey::Header(h) => session
-            .req_header()
-            .headers
-            .get(h)
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default(),
-        ClientKey::Consumer if ctx.consumer().is_some() => {
-            ctx.consumer().unwrap_or_default().as_bytes().to_vec()
-        }
-        // A request without a consumer (a public route) hashes on the client's address.
-        ClientKey::ClientIp | ClientKey::Consumer => ctx
-            .client_ip
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default(),
+/// Steps 1 to 6: route, size limits, authentication, rate limits, validation.
+async fn screen(session: &mut Session, ctx: &mut Ctx) -> std::result::Result<(), GatewayError> {
+    if let admit::Outcome::Reject(err) = admit::admit(session.req_header(), ctx) {
+        return Err(err);
     }
+    guard::check(session.req_header(), ctx).await?;
+    throttle::check(session.req_header(), ctx).await?;
+    inspect::check(session, ctx).await
 }

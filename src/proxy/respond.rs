@@ -3,6 +3,7 @@
 use super::ctx::Ctx;
 use crate::error::GatewayError;
 use crate::metrics;
+use crate::upstream::client::FailureKind;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -75,27 +76,16 @@ pub fn classify(e: &Error, ctx: &Ctx) -> Option<GatewayError> {
     use ErrorType::*;
     match e.esource() {
         ErrorSource::Upstream => {
-            let (err, kind) = match e.etype() {
-                ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-                    let kind = if matches!(e.etype(), ConnectTimedout) {
-                        "connect"
-                    } else {
-                        "timeout"
-                    };
-                    (GatewayError::UpstreamTimeout, kind)
-                }
-                ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
-                | TLSHandshakeFailure | ConnectProxyFailure | InvalidCert => {
-                    (GatewayError::BadGateway, "connect")
-                }
-                _ => (GatewayError::BadGateway, "reset"),
-            };
+            let (kind, timed_out) = FailureKind::of(e);
             if let Some(up) = ctx.upstream_name() {
                 metrics::UPSTREAM_ERRORS
-                    .with_label_values(&[up, kind])
+                    .with_label_values(&[up, kind.as_str()])
                     .inc();
             }
-            Some(err)
+            Some(match timed_out {
+                true => GatewayError::UpstreamTimeout,
+                false => GatewayError::BadGateway,
+            })
         }
         ErrorSource::Downstream => match e.etype() {
             ReadError | WriteError | ConnectionClosed => None,

@@ -3,62 +3,11 @@
 
 use super::ctx::Ctx;
 use crate::config::gateway::OnStoreError;
-use crate::config::values::ClientKey;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::ratelimit::Limit;
 use pingora_http::{RequestHeader, ResponseHeader};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// The client's address: the peer's, or, when the peer is a trusted proxy, the right-most
-/// `X-Forwarded-For` address that is not itself a trusted proxy.
-pub fn client_ip(req: &RequestHeader, ctx: &Ctx) -> Option<IpAddr> {
-    let peer = ctx.client_ip?;
-    let settings = &ctx.snapshot.settings;
-    if !settings.is_trusted(peer) {
-        return Some(peer);
-    }
-    let mut found = peer;
-    let hops = req
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) if settings.is_trusted(ip) => found = ip,
-            Ok(ip) => return Some(ip),
-            // An unparseable hop: what lies left of it cannot be trusted either.
-            Err(_) => break,
-        }
-    }
-    Some(found)
-}
-
-/// The client key of a set: `c:` consumer, `h:` header value, `ip:` client address. A
-/// missing consumer (public route) or header falls back to the client's address.
-fn client_key(key: &ClientKey, req: &RequestHeader, ctx: &Ctx) -> String {
-    match key {
-        ClientKey::Consumer => {
-            if let Some(c) = ctx.consumer() {
-                return format!("c:{c}");
-            }
-        }
-        ClientKey::Header(h) => {
-            if let Some(v) = req.headers.get(h) {
-                return format!("h:{}", String::from_utf8_lossy(v.as_bytes()));
-            }
-        }
-        ClientKey::ClientIp => {}
-    }
-    match client_ip(req, ctx) {
-        Some(ip) => format!("ip:{ip}"),
-        None => "ip:unknown".into(),
-    }
-}
 
 /// Store failures are logged at most once a second: a dead Redis must not flood the log.
 fn log_store_error(err: &crate::ratelimit::StoreError) {
@@ -86,7 +35,12 @@ pub async fn check(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayErro
     let keys: Vec<(&[std::sync::Arc<Limit>], String)> = sets
         .iter()
         .flatten()
-        .map(|s| (s.limits.as_slice(), client_key(&s.key, req, ctx)))
+        .map(|s| {
+            (
+                s.limits.as_slice(),
+                super::client::rate_key(&s.key, req, ctx),
+            )
+        })
         .collect();
     let items: Vec<(&Limit, &str)> = keys
         .iter()

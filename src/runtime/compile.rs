@@ -242,6 +242,7 @@ fn compile_route(
         path_params: &params,
         claims: !auth.providers.is_empty(),
         consumer: !auth.is_public(),
+        calls: &[],
     };
     let rewrite = match &def.rewrite {
         None => Rewrite::None,
@@ -272,6 +273,10 @@ fn compile_route(
             }
         },
     };
+    let aggregate = def.aggregate.as_ref().map(|a| {
+        let at = format!("{at}.aggregate");
+        crate::aggregate::compile::compile(src, &at, a, &scope, upstreams, p).map(Arc::new)
+    });
     let req = def.request.clone().unwrap_or_default();
     let (validation, max_body) =
         super::validation::compile(src, &req, settings, referenced, &mut err);
@@ -299,7 +304,7 @@ fn compile_route(
             ),
         }
     }
-    if !errs.is_empty() {
+    if !errs.is_empty() || matches!(aggregate, Some(None)) {
         for (field, msg) in errs {
             p.push(src.problem(
                 &format!("{at}{field}"),
@@ -314,7 +319,8 @@ fn compile_route(
         route: Route {
             name: def.name.as_str().into(),
             auth,
-            upstream: upstream?,
+            upstream,
+            aggregate: aggregate.flatten(),
             rewrite,
             set_headers,
             remove_headers,

@@ -26,7 +26,7 @@ fn unchanged_upstreams_are_reused_changed_ones_rebuilt() {
     assert!(Arc::ptr_eq(&first.upstreams["b"], &second.upstreams["b"]));
     assert!(Arc::ptr_eq(
         &first.upstreams["a"],
-        &second.routes[0].upstream
+        second.routes[0].upstream.as_ref().unwrap()
     ));
 
     std::fs::write(

@@ -1,5 +1,6 @@
 //! The immutable, compiled policy set that every request reads from.
 
+use crate::aggregate::Aggregate;
 use crate::auth::jwks::JwksSource;
 use crate::auth::{Identities, RouteAuth};
 use crate::proxy::router::Router;
@@ -42,7 +43,9 @@ pub enum Rewrite {
 pub struct Route {
     pub name: Arc<str>,
     pub auth: RouteAuth,
-    pub upstream: Arc<Upstream>,
+    /// Where requests go: exactly one of `upstream` and `aggregate` is set.
+    pub upstream: Option<Arc<Upstream>>,
+    pub aggregate: Option<Arc<Aggregate>>,
     pub rewrite: Rewrite,
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     pub remove_headers: Vec<HeaderName>,

@@ -54,14 +54,5 @@ pub fn refuse(set: &PolicySet, p: &mut Problems) {
                 refuse(&format!("{at}.health_check"), "health_check");
             }
         }
-        for (i, r) in f.routes.iter().enumerate() {
-            let at = format!("routes.{i}");
-            if r.aggregate.is_some() {
-                refuse(
-                    &format!("{at}.aggregate"),
-                    "aggregate (backend-for-frontend)",
-                );
-            }
-        }
     }
 }

@@ -1,6 +1,8 @@
 //! Upstream pools: targets, balancing and the peer (with its timeouts) a request goes to.
 //! Built once per load; an unchanged definition keeps its pool across reloads.
 
+pub mod client;
+
 use crate::config::policy::{Balance, UpstreamDef};
 use crate::config::values::ClientKey;
 use pingora_core::upstreams::peer::HttpPeer;

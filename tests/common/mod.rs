@@ -2,6 +2,7 @@
 //! HTTP servers (axum) started by the test, a temporary configuration directory.
 #![allow(dead_code, unused_imports)]
 
+pub mod reply;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read};
@@ -75,6 +76,23 @@ impl ConfigDir {
     }
 }
 
+/// The stdout and stderr of `child`, those of them that are piped and not taken yet.
+pub fn output_pipes(child: &mut Child) -> Vec<Box<dyn Read + Send>> {
+    [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// A running gateway process; killed on drop.
 pub struct Gateway {
     child: Child,
@@ -99,19 +117,7 @@ impl Gateway {
         }
         let mut child = cmd.spawn().expect("spawn gateway");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for pipe in output_pipes(&mut child) {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -282,4 +288,25 @@ pub fn raw_status(resp: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// The sum of the samples of `name` in the Prometheus text `text` whose labels include
+/// every one of `labels` (0 when there are none).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                return None;
+            }
+            let have: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
+            labels
+                .iter()
+                .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
