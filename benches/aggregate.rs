@@ -48,7 +48,7 @@ fn upstream(rt: &tokio::runtime::Runtime) -> Arc<Upstream> {
     rt.spawn(async move { axum::serve(listener, app).await });
     let def: UpstreamDef =
         serde_yaml::from_str(&format!("targets: [\"{addr}\"]")).expect("upstream def");
-    Arc::new(Upstream::build("up", &def).expect("upstream"))
+    Arc::new(Upstream::build("up", &def, std::path::Path::new(".")).expect("upstream"))
 }
 
 fn call(name: &str, up: &Arc<Upstream>, path: &str) -> Call {

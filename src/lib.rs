@@ -19,5 +19,6 @@ pub mod ratelimit;
 pub mod runtime;
 pub mod server;
 pub mod template;
+pub mod tls;
 pub mod upstream;
 pub mod validate;

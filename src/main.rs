@@ -83,6 +83,9 @@ fn main() -> ExitCode {
         Command::Demo { config } => start(config, false, true),
         Command::Check { config } => match gateway::server::check(&config) {
             Ok((gw, store)) => {
+                for w in &store.warnings {
+                    eprintln!("{w}");
+                }
                 let s = store.load();
                 let files =
                     gateway::config::policy_files(&gw.policies_path()).map_or(0, |f| f.len());

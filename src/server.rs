@@ -87,6 +87,23 @@ fn check_bindable(addrs: &[SocketAddr]) -> Result<(), String> {
     Ok(())
 }
 
+/// A TLS listener's settings: certificates by SNI, the client verifier, ALPN h2 and
+/// http/1.1, and the callback that keeps the client certificate's subject.
+fn tls_settings(
+    tls: &crate::tls::ListenerTls,
+) -> Result<pingora_core::listeners::tls::TlsSettings, String> {
+    let mut s = pingora_core::listeners::tls::TlsSettings::with_callbacks(Box::new(
+        crate::tls::client::Callbacks,
+    ))
+    .map_err(|e| format!("listener {}: {e}", tls.name))?;
+    s.set_cert_resolver(tls.certs.clone());
+    if let Some(v) = &tls.client {
+        s.set_client_cert_verifier(v.clone());
+    }
+    s.enable_h2();
+    Ok(s)
+}
+
 /// Runs the gateway until it is told to stop. Returns an error message for start-up
 /// failures; never returns once the server is running.
 pub fn run(opts: RunOptions) -> Result<(), String> {
@@ -135,7 +152,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             Gateway::new(store.clone()),
             &format!("listener {}", l.name),
         );
-        svc.add_tcp(&l.bind.to_string());
+        match store.tls.listeners.iter().find(|t| t.name == l.name) {
+            Some(tls) => svc.add_tls_with_settings(&l.bind.to_string(), None, tls_settings(tls)?),
+            None => svc.add_tcp(&l.bind.to_string()),
+        }
         server.add_service(svc);
     }
 
@@ -173,6 +193,9 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             ready,
         },
     ));
+    for w in &store.warnings {
+        tracing::warn!(warning = %w, "certificate expires soon");
+    }
     tracing::info!(
         config = %opts.config.display(),
         generation = store.load().generation,

@@ -700,7 +700,7 @@ fn upstream_retries_are_refused() {
 }
 
 #[test]
-fn listener_tls_is_refused() {
+fn listener_tls_with_a_missing_certificate() {
     let c = ConfigDir::new("", &[("a.yaml", &policy(&["users"], &[route("a", "/a")]))]);
     let gw = format!(
         "listeners:\n  - name: public\n    bind: 127.0.0.1:{}\n  - name: public-tls\n    bind: 127.0.0.1:{}\n    tls:\n      certs:\n        - {{ cert: certs/api.pem, key: certs/api.key }}\npolicies: policies/\n",
@@ -713,8 +713,8 @@ fn listener_tls_is_refused() {
         ok,
         &out,
         &c.gateway_yaml(),
-        line_of(&gw, "tls:"),
-        &["listener TLS", "is not supported yet"],
+        line_of(&gw, "- { cert: certs/api.pem"),
+        &["cannot read", "api.pem"],
     );
     assert_eq!(problem_count(&out), 1, "{out}");
 }

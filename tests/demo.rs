@@ -170,6 +170,22 @@ async fn readme_walkthrough() {
     assert_eq!(v["_errors"]["recommendations"], "timeout");
     assert!(v.get("recommendations").is_none());
 
+    // HTTPS with HTTP/2 on the demo-only certificate.
+    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/certs/demo-ca.pem")).unwrap();
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let r = tls
+        .get("https://localhost:8443/v1/users/42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"], "42");
+
     let cfg: Value = c
         .get(format!("{ADMIN}/config"))
         .send()

@@ -228,6 +228,12 @@ pub fn identities(set: &PolicySet, prev: &[Arc<JwksSource>], p: &mut Problems) -
                     Err(e) => p.push(src.problem(&format!("{at}.api_keys.{i}"), e)),
                 }
             }
+            if let Some(cc) = &def.client_cert {
+                match crate::tls::client::parse_subject(&cc.subject) {
+                    Ok(subject) => ids.client_certs.push((subject, id.as_str().into())),
+                    Err(e) => p.push(src.problem(&format!("{at}.client_cert.subject"), e)),
+                }
+            }
             ids.consumers.insert(
                 id.clone(),
                 Consumer {
@@ -266,6 +272,7 @@ pub fn route_auth(
         for m in list {
             match m {
                 AuthMethod::ApiKey => auth.api_key = true,
+                AuthMethod::ClientCert => auth.client_cert = true,
                 AuthMethod::Jwt(name) => match ids.providers.get(name) {
                     Some(p) => auth.providers.push(p.clone()),
                     None => errs.push((".auth", format!("unknown jwt provider {name:?}"))),

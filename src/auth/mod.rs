@@ -9,6 +9,7 @@ pub mod keys;
 pub mod mint;
 pub mod refresh;
 
+use crate::tls::client::ClientCert;
 use apikey::ApiKeys;
 use jwt::{Claims, Provider};
 use pingora_http::RequestHeader;
@@ -70,12 +71,13 @@ impl Reason {
 pub struct RouteAuth {
     pub providers: Vec<Arc<Provider>>,
     pub api_key: bool,
+    pub client_cert: bool,
     pub scopes: Vec<String>,
 }
 
 impl RouteAuth {
     pub fn is_public(&self) -> bool {
-        self.providers.is_empty() && !self.api_key
+        self.providers.is_empty() && !self.api_key && !self.client_cert
     }
 }
 
@@ -110,6 +112,8 @@ pub struct Identities {
     pub providers: HashMap<String, Arc<Provider>>,
     pub api_keys: Option<ApiKeys>,
     pub consumers: HashMap<String, Consumer>,
+    /// Client-certificate subjects (attributes that must all match) and their consumer.
+    pub client_certs: Vec<(crate::tls::client::Subject, Arc<str>)>,
     /// Every header the gateway sets from an identity: removed from what clients send.
     pub identity_headers: Vec<http::HeaderName>,
 }
@@ -193,14 +197,47 @@ impl Identities {
         })
     }
 
+    /// The consumer a verified client certificate names.
+    fn by_client_cert(&self, cert: &ClientCert) -> Result<Identity, Failure> {
+        let (_, id) = self
+            .client_certs
+            .iter()
+            .find(|(subject, _)| cert.matches(subject))
+            .ok_or(Failure {
+                reason: Reason::UnknownKey,
+                token: false,
+            })?;
+        let scopes = self
+            .consumers
+            .get(&**id)
+            .map(|c| c.scopes.clone())
+            .unwrap_or_default();
+        Ok(Identity {
+            consumer: Some(id.clone()),
+            scopes,
+            claims: None,
+            provider: None,
+            by_api_key: false,
+        })
+    }
+
     /// Step 3: any one of the route's methods suffices. `Ok(None)` on a public route.
+    /// `cert` is the connection's verified client certificate, if any.
     pub async fn authenticate(
         &self,
         route: &RouteAuth,
         req: &RequestHeader,
+        cert: Option<&ClientCert>,
     ) -> Result<Option<Identity>, Failure> {
         if route.is_public() {
             return Ok(None);
+        }
+        if let (true, Some(cert)) = (route.client_cert, cert) {
+            // A certificate that names no consumer is not a failure yet: another method
+            // of the route may still succeed.
+            if let Ok(id) = self.by_client_cert(cert) {
+                return Ok(Some(id));
+            }
         }
         let providers = &route.providers;
         let mut failure = Failure {
@@ -232,6 +269,9 @@ impl Identities {
                     Err(_) => {}
                 }
             }
+        }
+        if failure.reason == Reason::Missing && route.client_cert && cert.is_some() {
+            failure.reason = Reason::UnknownKey;
         }
         Err(failure)
     }

@@ -258,6 +258,8 @@ pub enum AuthDef {
 pub enum AuthMethod {
     Jwt(String),
     ApiKey,
+    /// A verified TLS client certificate whose subject names a consumer.
+    ClientCert,
 }
 
 impl std::str::FromStr for AuthMethod {
@@ -265,10 +267,11 @@ impl std::str::FromStr for AuthMethod {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "api_key" => Ok(AuthMethod::ApiKey),
+            "client_cert" => Ok(AuthMethod::ClientCert),
             _ => match s.strip_prefix("jwt:") {
                 Some(p) if !p.is_empty() => Ok(AuthMethod::Jwt(p.to_string())),
                 _ => Err(format!(
-                    "invalid auth method {s:?}: expected jwt:PROVIDER or api_key (or `auth: none`)"
+                    "invalid auth method {s:?}: expected jwt:PROVIDER, api_key or client_cert (or `auth: none`)"
                 )),
             },
         }

@@ -4,6 +4,7 @@ use crate::auth::Identity;
 use crate::error::GatewayError;
 use crate::ratelimit::RateHeaders;
 use crate::runtime::{Route, Snapshot};
+use crate::tls::client::ClientCert;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +36,8 @@ pub struct Ctx {
     pub rate: Option<RateHeaders>,
     /// The request body, when a phase had to read it whole (validation).
     pub body: Option<bytes::Bytes>,
+    /// The verified TLS client certificate of the connection, if any.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 impl Ctx {
@@ -56,6 +59,7 @@ impl Ctx {
             identity: None,
             rate: None,
             body: None,
+            client_cert: None,
         }
     }
 

@@ -19,7 +19,12 @@ pub async fn check(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayErro
         return Ok(());
     };
     let route_auth = &route.auth;
-    match snapshot.identities.authenticate(route_auth, req).await {
+    let cert = ctx.client_cert.as_deref();
+    match snapshot
+        .identities
+        .authenticate(route_auth, req, cert)
+        .await
+    {
         Ok(id) => ctx.identity = id,
         Err(Failure { reason, token }) => {
             count(ctx, reason);

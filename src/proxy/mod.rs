@@ -57,7 +57,12 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
+        ctx.tls = ssl.is_some();
+        ctx.client_cert = ssl.and_then(|s| {
+            let cert = s.extension.get::<crate::tls::client::ClientCert>()?;
+            Some(Arc::new(cert.clone()))
+        });
         let mut outcome = screen(session, ctx).await;
         if outcome.is_ok() {
             if let Some(agg) = ctx.route().and_then(|r| r.aggregate.clone()) {

@@ -46,7 +46,15 @@ pub fn compile(
         trusted_proxies: gw.file.trusted_proxies.clone(),
     });
 
-    let mut referenced = Vec::new();
+    // Upstream CA files are watched and part of the change check, like schemas.
+    let mut referenced: Vec<std::path::PathBuf> = set
+        .sources
+        .iter()
+        .flat_map(|src| {
+            let ca = src.file.upstreams.values();
+            ca.filter_map(|u| u.tls.as_ref()?.ca.as_ref().map(|c| src.dir().join(c)))
+        })
+        .collect();
     let shared = Shared {
         upstreams: &upstreams,
         ids: &ids.identities,
@@ -119,7 +127,12 @@ pub fn compile(
         identities: ids.identities,
         jwks: ids.jwks,
         rate: limits.finish(consumer_plans),
-        referenced: ids.referenced.into_iter().chain(referenced).collect(),
+        referenced: ids
+            .referenced
+            .into_iter()
+            .chain(referenced)
+            .chain(crate::tls::files(gw))
+            .collect(),
     })
 }
 
@@ -154,11 +167,11 @@ fn build_upstreams(
             }
             let reused = prev
                 .and_then(|s| s.upstreams.get(name))
-                .filter(|u| u.def == *def)
+                .filter(|u| u.same_as(def, src.dir()))
                 .cloned();
             let built = match reused {
                 Some(u) => Ok(u),
-                None => Upstream::build(name, def).map(Arc::new),
+                None => Upstream::build(name, def, src.dir()).map(Arc::new),
             };
             match built {
                 Ok(u) => {

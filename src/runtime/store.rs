@@ -74,6 +74,10 @@ pub enum Reloaded {
 
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    /// The TLS listeners' certificates and client CAs, re-read on every reload.
+    pub tls: crate::tls::TlsSet,
+    /// Problems that do not stop the gateway (certificates close to expiry).
+    pub warnings: Vec<String>,
     /// gateway.yaml as read at start: addresses and the policy path come from here.
     started: GatewayConfig,
     state: Mutex<State>,
@@ -130,22 +134,28 @@ impl Store {
     /// Loads, checks and compiles everything for the first time.
     pub fn open(gateway: GatewayConfig) -> Result<Store, Problems> {
         let mut problems = check_gateway(&gateway);
+        let tls = crate::tls::load(&gateway)
+            .map_err(|p| problems.extend(p))
+            .ok();
         let set = config::load_policies(&gateway.policies_path());
         let compiled = set.and_then(|set| {
             let snap = compile(&gateway, &set, None, 1)?;
             Ok((set.hash, snap))
         });
-        let (policy_hash, snapshot) = match compiled {
-            Ok(v) if problems.is_empty() => v,
-            Ok(_) => return Err(problems),
-            Err(p) => {
+        let (policy_hash, snapshot, tls) = match (compiled, tls) {
+            (Ok((hash, snap)), Some(tls)) if problems.is_empty() => (hash, snap, tls),
+            (Err(p), _) => {
                 problems.extend(p);
                 return Err(problems);
             }
+            _ => return Err(problems),
         };
+        let warnings = tls.warnings.clone();
         metrics::CONFIG_GENERATION.set(1);
         let inputs = inputs_hash(&gateway, &policy_hash, &snapshot.referenced);
         Ok(Store {
+            tls: crate::tls::TlsSet::new(&gateway, tls),
+            warnings,
             current: ArcSwap::from_pointee(snapshot),
             started: gateway,
             state: Mutex::new(State {
@@ -236,7 +246,21 @@ impl Store {
         if !force && inputs == lock(&self.state).inputs {
             return Ok(Reloaded::Unchanged);
         }
-        let next = Arc::new(compile(&gw, &set, Some(&prev), prev.generation + 1)?);
+        // Certificates are read again; nothing changes unless all of them load.
+        let tls = crate::tls::load(&gw);
+        let next = compile(&gw, &set, Some(&prev), prev.generation + 1);
+        let (next, tls) = match (next, tls) {
+            (Ok(next), Ok(tls)) => (Arc::new(next), tls),
+            (Err(mut p), Err(t)) => {
+                p.extend(t);
+                return Err(p);
+            }
+            (Err(p), _) | (_, Err(p)) => return Err(p),
+        };
+        for w in &tls.warnings {
+            tracing::warn!(warning = %w, "certificate expires soon");
+        }
+        self.tls.apply(tls);
         // Referenced files may differ between generations: hash what the new one uses.
         let inputs = inputs_hash(&gw, &set.hash, &next.referenced);
         self.current.store(next.clone());

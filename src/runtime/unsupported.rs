@@ -8,14 +8,6 @@ const NOT_YET: &str = "is not supported yet";
 /// Parts of gateway.yaml that a later feature will implement: refused, never ignored.
 pub fn check_gateway(gw: &GatewayConfig) -> Problems {
     let mut p = Problems::default();
-    for (i, l) in gw.file.listeners.iter().enumerate() {
-        if l.tls.is_some() {
-            p.push(gw.problem(
-                &format!("listeners.{i}.tls"),
-                format!("listener TLS {NOT_YET}"),
-            ));
-        }
-    }
     if gw.file.limits.header_timeout.is_some() {
         p.push(gw.problem(
             "limits.header_timeout",
@@ -31,19 +23,8 @@ pub fn refuse(set: &PolicySet, p: &mut Problems) {
         let f = &src.file;
         let mut refuse =
             |at: &str, what: &str| p.push(src.problem(at, format!("{what} {NOT_YET}")));
-        for (id, c) in &f.consumers {
-            if c.client_cert.is_some() {
-                refuse(
-                    &format!("consumers.{id}.client_cert"),
-                    "client certificates (mTLS)",
-                );
-            }
-        }
         for (name, u) in &f.upstreams {
             let at = format!("upstreams.{name}");
-            if u.scheme != crate::config::policy::Scheme::Http || u.tls.is_some() {
-                refuse(&at, "upstream TLS (scheme https, tls)");
-            }
             if u.retries.is_some() {
                 refuse(&format!("{at}.retries"), "retries");
             }

@@ -3,11 +3,13 @@
 
 pub mod client;
 
-use crate::config::policy::{Balance, UpstreamDef};
+use crate::config::policy::{Balance, Scheme, UpstreamDef, UpstreamTlsDef};
 use crate::config::values::ClientKey;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,63 @@ pub struct Upstream {
     pub def: UpstreamDef,
     balancer: Balancer,
     pub hash_key: ClientKey,
+    tls: Option<Tls>,
+}
+
+/// How targets of an `https` upstream are reached.
+struct Tls {
+    sni: String,
+    verify: bool,
+    /// A custom CA (DER certificates, as read), instead of the system's roots.
+    ca: Option<(Vec<Vec<u8>>, Arc<pingora_core::protocols::tls::CaType>)>,
+    /// Separates pooled connections verified against different CAs: Pingora's pool key
+    /// covers address, SNI and verification flags, not the CA.
+    group: u64,
+}
+
+/// The upstream's TLS settings; `dir` resolves a relative `ca`.
+fn tls(def: &UpstreamDef, dir: &Path) -> Result<Option<Tls>, String> {
+    let t = def.tls.clone().unwrap_or(UpstreamTlsDef {
+        sni: None,
+        verify: true,
+        ca: None,
+    });
+    if def.scheme == Scheme::Http {
+        return match def.tls {
+            Some(_) => Err("`tls` needs `scheme: https`".into()),
+            None => Ok(None),
+        };
+    }
+    let ca = match &t.ca {
+        None => None,
+        Some(path) => {
+            let der: Vec<Vec<u8>> = crate::tls::pem::certs(&dir.join(path))?
+                .into_iter()
+                .map(|c| c.to_vec())
+                .collect();
+            let wrapped: Vec<WrappedX509> = der
+                .iter()
+                .map(|d| WrappedX509::new(d.clone(), parse_x509))
+                .collect();
+            Some((der, Arc::from(wrapped)))
+        }
+    };
+    // Without `sni`, a target given by name is asked for that name.
+    let sni = t.sni.clone().unwrap_or_else(|| {
+        let host = def.targets[0].rsplit_once(':').map_or("", |(h, _)| h);
+        match host.parse::<std::net::IpAddr>() {
+            Ok(_) => String::new(),
+            Err(_) => host.to_string(),
+        }
+    });
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&ca.as_ref().map(|c| &c.0), &mut h);
+    Ok(Some(Tls {
+        sni,
+        verify: t.verify,
+        ca,
+        group: std::hash::Hasher::finish(&h),
+    }))
 }
 
 impl std::fmt::Debug for Upstream {
@@ -38,14 +97,16 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the pool. Targets are `host:port`; names are resolved once, here.
-    pub fn build(name: &str, def: &UpstreamDef) -> Result<Upstream, String> {
+    /// Builds the pool. Targets are `host:port`; names are resolved once, here. `dir`
+    /// resolves a relative CA file.
+    pub fn build(name: &str, def: &UpstreamDef, dir: &Path) -> Result<Upstream, String> {
         if def.targets.is_empty() {
             return Err("an upstream needs at least one target".into());
         }
         for t in &def.targets {
             check_target(t)?;
         }
+        let tls = tls(def, dir)?;
         let targets = def.targets.iter().map(String::as_str);
         let fail = |e: std::io::Error| format!("cannot resolve targets: {e}");
         let balancer = match def.balance {
@@ -64,7 +125,21 @@ impl Upstream {
             def: def.clone(),
             balancer,
             hash_key: def.hash_key.clone().unwrap_or(ClientKey::ClientIp),
+            tls,
         })
+    }
+
+    /// Whether a rebuilt upstream would be the same as this one: same definition, same
+    /// CA certificates on disk.
+    pub fn same_as(&self, def: &UpstreamDef, dir: &Path) -> bool {
+        if self.def != *def {
+            return false;
+        }
+        match (&self.tls, tls(def, dir)) {
+            (Some(a), Ok(Some(b))) => a.ca.as_ref().map(|c| &c.0) == b.ca.as_ref().map(|c| &c.0),
+            (None, Ok(None)) => true,
+            _ => false,
+        }
     }
 
     /// Picks a target; `key` matters only for consistent hashing.
@@ -84,7 +159,17 @@ impl Upstream {
 
     /// The peer for a selected target, with this upstream's timeouts and pooling.
     pub fn peer(&self, backend: &Backend) -> Box<HttpPeer> {
-        let mut peer = HttpPeer::new(backend.addr.clone(), false, String::new());
+        let mut peer = match &self.tls {
+            None => HttpPeer::new(backend.addr.clone(), false, String::new()),
+            Some(t) => {
+                let mut peer = HttpPeer::new(backend.addr.clone(), true, t.sni.clone());
+                peer.options.verify_cert = t.verify;
+                peer.options.verify_hostname = t.verify;
+                peer.options.ca = t.ca.as_ref().map(|c| c.1.clone());
+                peer.group_key = t.group;
+                peer
+            }
+        };
         let o = &mut peer.options;
         o.connection_timeout = Some(self.def.timeouts.connect.0);
         o.total_connection_timeout = Some(self.def.timeouts.connect.0);
@@ -125,9 +210,15 @@ mod tests {
         .unwrap()
     }
 
+    impl Upstream {
+        fn build_here(name: &str, def: &UpstreamDef) -> Result<Upstream, String> {
+            Upstream::build(name, def, Path::new("."))
+        }
+    }
+
     #[test]
     fn round_robin_visits_every_target() {
-        let u = Upstream::build(
+        let u = Upstream::build_here(
             "u",
             &def(&["127.0.0.1:1", "127.0.0.1:2"], Balance::RoundRobin),
         )
@@ -142,7 +233,7 @@ mod tests {
 
     #[test]
     fn consistent_hash_is_sticky() {
-        let u = Upstream::build(
+        let u = Upstream::build_here(
             "u",
             &def(
                 &["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
@@ -160,10 +251,10 @@ mod tests {
     fn bad_targets() {
         for t in ["nope", ":80", "127.0.0.1:0", "127.0.0.1:99999"] {
             assert!(
-                Upstream::build("u", &def(&[t], Balance::Random)).is_err(),
+                Upstream::build_here("u", &def(&[t], Balance::Random)).is_err(),
                 "{t}"
             );
         }
-        assert!(Upstream::build("u", &def(&[], Balance::Random)).is_err());
+        assert!(Upstream::build_here("u", &def(&[], Balance::Random)).is_err());
     }
 }
