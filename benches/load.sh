@@ -4,6 +4,17 @@
 #   2. through nginx as a keepalive reverse proxy,
 #   3. through the gateway (one `/*` route, auth: none),
 # with the same wrk command, then prints requests/s, p50, p99 and the gateway/nginx ratio.
+# Then (HTTPS=1, the default) the same over TLS: a second nginx server and a second gateway
+# listener terminate TLS with one self-signed EC P-256 certificate, measured
+#   4. with keep-alive (requests over established TLS connections),
+#   5. with `Connection: close` (a new TCP + TLS connection per request: handshakes/s), as
+#      wrk does it: wrk offers each connection's session to the next one (the gateway
+#      resumes it, nginx here does not),
+#   6. the same with wrk made to forget the session (an LD_PRELOAD built with `cc`; skipped
+#      without a compiler): full handshakes on both sides,
+# and, per handshake case, a further short wrk run during which the ClientHellos and
+# ServerHellos on the loopback interface are counted (offered / resumed sessions; needs root
+# and python3, skipped otherwise).
 #
 # Usage: benches/load.sh            (from anywhere; see benches/README.md)
 # Environment (all optional):
@@ -17,6 +28,9 @@
 #   SKIP_BUILD=1      do not run `cargo build --release` (use the existing binary)
 #   GATEWAY_BIN=PATH  measure this gateway binary instead of target/release/gateway (no build)
 #   KEEP_TMP=1        keep the temp dir (configs, logs) for inspection
+#   HTTPS=0           skip the HTTPS part (default 1)
+#   TLS_COUNT=0       skip the resumption count of the HTTPS part (default 1)
+#   FULL_HANDSHAKE=0  skip the HTTPS runs where wrk is made not to resume sessions (default 1)
 #
 # Every process it starts runs in the foreground of a child (nginx with `daemon off;`), is
 # recorded by pid and stopped on exit. Everything listens on 127.0.0.1 only.
@@ -30,6 +44,9 @@ WARMUP=${WARMUP:-3}
 PROXY_THREADS=${PROXY_THREADS:-2}
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}
 GATEWAY_LOG_LEVEL=${GATEWAY_LOG_LEVEL:-warn}
+HTTPS=${HTTPS:-1}
+TLS_COUNT=${TLS_COUNT:-1}
+FULL_HANDSHAKE=${FULL_HANDSHAKE:-1}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,6 +78,9 @@ missing=()
 find_nginx >/dev/null || missing+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "$HTTPS" != 0 ]; then
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
     log "installing ${missing[*]}"
@@ -105,16 +125,24 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A port on 127.0.0.1 that nothing listens on and that this script has not handed out yet.
+# Sets variable $1 to a port on 127.0.0.1 that nothing listens on and that this script has
+# not handed out yet. Below the ephemeral range when it leaves room: the many client sockets
+# of the handshake runs (and of earlier runs, in TIME-WAIT for a minute) live in that range,
+# and a listener cannot bind a port one of them holds.
 USED_PORTS=" "
+PORT_LO=20000
+PORT_SPAN=40000
+if read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && [ "$eph_lo" -gt 21000 ]; then
+    PORT_SPAN=$((eph_lo - PORT_LO))
+fi
 free_port() {
     local p
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((PORT_LO + RANDOM % PORT_SPAN))
         case "$USED_PORTS" in *" $p "*) continue ;; esac
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             USED_PORTS="$USED_PORTS$p "
-            echo "$p"
+            printf -v "$1" '%s' "$p"
             return 0
         fi
     done
@@ -122,11 +150,13 @@ free_port() {
 }
 
 # Waits (at most $3 seconds) until URL $1 answers 200, while process $2 is alive.
+# Further arguments go to curl (e.g. --cacert FILE).
 wait_200() {
     local url=$1 pid=$2 limit=$3
+    shift 3
     for _ in $(seq 1 $((limit * 10))); do
         kill -0 "$pid" 2>/dev/null || return 1
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)" = 200 ]; then
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" || true)" = 200 ]; then
             return 0
         fi
         sleep 0.1
@@ -185,10 +215,26 @@ fi
 # When run as root, nginx workers run as an unprivileged user: let them traverse the temp dir.
 [ "$(id -u)" -eq 0 ] && chmod 755 "$TMP"
 
-UP_PORT=$(free_port)
-NGINX_PORT=$(free_port)
-GW_PORT=$(free_port)
-ADMIN_PORT=$(free_port)
+free_port UP_PORT
+free_port NGINX_PORT
+free_port GW_PORT
+free_port ADMIN_PORT
+if [ "$HTTPS" != 0 ]; then
+    free_port NGINX_TLS_PORT
+    free_port GW_TLS_PORT
+fi
+
+# ---------------------------------------------------------------- TLS certificate
+# One self-signed EC P-256 certificate for localhost and 127.0.0.1, used by both proxies.
+CERT="$TMP/tls/cert.pem"
+KEY="$TMP/tls/key.pem"
+if [ "$HTTPS" != 0 ]; then
+    mkdir -p "$TMP/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$KEY" -out "$CERT" -days 365 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$TMP/tls/openssl.log" 2>&1 \
+        || { cat "$TMP/tls/openssl.log" >&2; die "openssl could not create the certificate"; }
+fi
 
 # ---------------------------------------------------------------- 2. upstream
 mkdir -p "$TMP/upstream"
@@ -214,6 +260,32 @@ UP_PID=$LAST_PID
 
 # ---------------------------------------------------------------- 3. nginx reverse proxy
 mkdir -p "$TMP/nginx"
+# The same proxying for the plain and the TLS server (nginx variables, not shell ones).
+# shellcheck disable=SC2016
+NGINX_LOCATION='location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # Roughly the forwarding headers the gateway adds, so both do similar work.
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }'
+NGINX_TLS_SERVER=
+if [ "$HTTPS" != 0 ]; then
+    # No session cache and no tickets: every new connection is a full handshake. `http2` only
+    # makes nginx offer h2 by ALPN like the gateway; wrk offers no ALPN and speaks HTTP/1.1.
+    NGINX_TLS_SERVER="    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        $NGINX_LOCATION
+    }"
+fi
 cat >"$TMP/nginx/nginx.conf" <<EOF
 worker_processes $PROXY_THREADS;
 pid $TMP/nginx/nginx.pid;
@@ -231,17 +303,9 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # Roughly the forwarding headers the gateway adds, so both do similar work.
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-        }
+        $NGINX_LOCATION
     }
+$NGINX_TLS_SERVER
 }
 EOF
 start_nginx "$TMP/nginx"
@@ -249,10 +313,19 @@ NGINX_PID=$LAST_PID
 
 # ---------------------------------------------------------------- 4. gateway
 mkdir -p "$TMP/gateway/policies"
+GW_TLS_LISTENER=
+if [ "$HTTPS" != 0 ]; then
+    # Certificate paths are relative to gateway.yaml. A listener has no setting for session
+    # resumption: rustls' defaults apply (see the resumption count below).
+    GW_TLS_LISTENER="  - name: tls
+    bind: 127.0.0.1:$GW_TLS_PORT
+    tls: { certs: [ { cert: ../tls/cert.pem, key: ../tls/key.pem } ] }"
+fi
 cat >"$TMP/gateway/gateway.yaml" <<EOF
 listeners:
   - name: public
     bind: 127.0.0.1:$GW_PORT
+$GW_TLS_LISTENER
 admin:
   bind: 127.0.0.1:$ADMIN_PORT
 policies: policies/
@@ -273,7 +346,8 @@ routes:
 EOF
 # The gateway writes its pid file and upgrade socket under /tmp, named by listener port.
 EXTRA_FILES+=("/tmp/gateway-$GW_PORT.pid" "/tmp/gateway-upgrade-$GW_PORT.sock")
-"$GATEWAY_BIN" check -c "$TMP/gateway/gateway.yaml" >&2 || die "gateway check failed"
+"$GATEWAY_BIN" check -c "$TMP/gateway/gateway.yaml" >&2 \
+    || die "gateway check failed$([ "$HTTPS" = 0 ] || echo ' (a gateway without TLS listeners? HTTPS=0 skips the HTTPS part)')"
 # RUST_LOG would override the configured level; make sure it does not. The log goes to a
 # directory of its own: the gateway watches the directory of gateway.yaml for changes, and a
 # log file written there would wake its reload watcher on every line.
@@ -295,6 +369,18 @@ for port in "$UP_PORT" "$NGINX_PORT" "$GW_PORT"; do
     [ "$body" = ok ] || die "unexpected answer on port $port: $body"
 done
 log "ready: upstream :$UP_PORT, nginx :$NGINX_PORT, gateway :$GW_PORT (admin :$ADMIN_PORT)"
+if [ "$HTTPS" != 0 ]; then
+    # The gateway is ready (all listeners are up); nginx's TLS server starts with its plain one.
+    # curl verifies the certificate (IP SAN 127.0.0.1) against the generated one.
+    for port in "$NGINX_TLS_PORT" "$GW_TLS_PORT"; do
+        if [ "$port" = "$NGINX_TLS_PORT" ]; then pid=$NGINX_PID; else pid=$GW_PID; fi
+        wait_200 "https://127.0.0.1:$port/bench" "$pid" 15 --cacert "$CERT" \
+            || { tail -n 20 "$TMP/nginx/logs/error.log" "$TMP/gateway-logs/stderr.log" >&2 || true; die "no HTTPS on port $port"; }
+        body=$(curl -s --max-time 2 --cacert "$CERT" "https://127.0.0.1:$port/bench") || die "no answer on port $port"
+        [ "$body" = ok ] || die "unexpected answer on port $port: $body"
+    done
+    log "ready: https nginx :$NGINX_TLS_PORT, gateway :$GW_TLS_PORT"
+fi
 
 # ---------------------------------------------------------------- 5. load
 to_ms() {   # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
@@ -306,21 +392,33 @@ to_ms() {   # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
         else printf "%s", v }'
 }
 
-declare -A RPS P50 P99 ERRS CPU CPU_US
-run_one() {   # $1: name, $2: port, $3: pid of the server process under test
-    local name=$1 port=$2 pid=$3 url="http://127.0.0.1:$2/bench" out t0 t1
+declare -A RPS P50 P99 ERRS CPU CPU_US WRK_N GW_N
+WRK=(wrk)   # the wrk command; the full-handshake runs prefix it with env LD_PRELOAD=...
+
+gw_counted() {   # requests the gateway counted for the bench route so far
+    curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | awk '/^gateway_requests_total\{/ && /route="all"/ { s += $NF } END { printf "%.0f", s }'
+}
+
+run_one() {   # $1: name, $2: URL, $3: pid of the server process under test; more: wrk options
+    local name=$1 url=$2 pid=$3 out t0 t1 n0=0 n1=0
+    shift 3
     if [ "$WARMUP" -gt 0 ]; then
         log "$name: warm-up ${WARMUP}s"
-        timeout $((WARMUP + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$url" >/dev/null
+        timeout $((WARMUP + 30)) "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null
     fi
-    log "$name: wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency $url"
+    log "$name: wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency $* $url"
+    [ "$pid" = "$GW_PID" ] && n0=$(gw_counted)
     t0=$(proc_ticks "$pid")
-    out=$(timeout $((DURATION + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url") \
+    out=$(timeout $((DURATION + 30)) "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url") \
         || die "wrk failed against $name"
     t1=$(proc_ticks "$pid")
+    [ "$pid" = "$GW_PID" ] && n1=$(gw_counted)
+    GW_N[$name]=$((n1 - n0))
     printf '%s\n' "$out" >"$TMP/wrk-$name.txt"
     [ -n "${VERBOSE:-}" ] && printf '%s\n' "$out" >&2
     RPS[$name]=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    WRK_N[$name]=$(awk '/ requests in / { print $1 }' <<<"$out")
     P50[$name]=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     P99[$name]=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
     local non2xx sockerr
@@ -335,25 +433,289 @@ run_one() {   # $1: name, $2: port, $3: pid of the server process under test
         'BEGIN { printf "%.1f", (r > 0) ? 1e6 * d / hz / (r * s) : 0 }')
 }
 
-run_one direct "$UP_PORT" "$UP_PID"
-run_one nginx "$NGINX_PORT" "$NGINX_PID"
-run_one gateway "$GW_PORT" "$GW_PID"
+run_one direct "http://127.0.0.1:$UP_PORT/bench" "$UP_PID"
+run_one nginx "http://127.0.0.1:$NGINX_PORT/bench" "$NGINX_PID"
+run_one gateway "http://127.0.0.1:$GW_PORT/bench" "$GW_PID"
 
 kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the run"
 GW_LOG_LINES=$(cat "$TMP/gateway-logs/stdout.log" "$TMP/gateway-logs/stderr.log" | wc -l)
-GW_COUNTED=$(curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" \
-    | awk '/^gateway_requests_total\{/ && /route="all"/ { s += $NF } END { printf "%.0f", s }')
+GW_COUNTED=$(gw_counted)
+
+# ---------------------------------------------------------------- 5b. HTTPS
+# wrk (OpenSSL) keeps a connection's TLS session when it reconnects (SSL_shutdown + SSL_clear)
+# and offers it in the next ClientHello. nginx here keeps no session cache and sends no
+# usable ticket, so it always does a full handshake; the gateway (rustls defaults: a 256-entry
+# session cache and two TLS 1.3 tickets per connection) resumes. So the handshake part is
+# measured twice: as wrk does it, and with wrk made to forget the session between connections
+# (an LD_PRELOAD that empties the session in SSL_clear; needs a C compiler), where both servers
+# do full handshakes. A separate short run per case counts the resumptions on the wire.
+
+# What a TLS client with OpenSSL's defaults (as wrk's) negotiates: "TLSv1.3 TLS_AES_256_GCM_SHA384 X25519".
+tls_params() {   # $1: port
+    openssl s_client -connect "127.0.0.1:$1" -servername localhost -CAfile "$CERT" -brief </dev/null 2>&1 \
+        | awk -F': ' '/^Protocol version/ { v = $2 } /^Ciphersuite/ { c = $2 }
+                      /^(Server|Peer) Temp Key/ { split($2, k, ","); g = k[1] }
+                      END { printf "%s %s %s", v, c, g }'
+}
+
+# Four connections with openssl s_client, each offering the session (ticket) of the previous
+# one: how many of the last three were resumed. Each sends a request and reads the answer to
+# the end (-ign_eof), so that the TLS 1.3 tickets sent after the handshake are received.
+reconnect_resumed() {   # $1: port
+    local port=$1 i reused=0 line
+    rm -f "$TMP/tls/sess-"*.pem
+    for i in 0 1 2 3; do
+        local -a sess_in=()
+        [ "$i" -gt 0 ] && sess_in=(-sess_in "$TMP/tls/sess-$((i - 1)).pem")
+        line=$(printf 'GET /bench HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' \
+            | timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost -CAfile "$CERT" \
+                "${sess_in[@]}" -sess_out "$TMP/tls/sess-$i.pem" -ign_eof 2>/dev/null \
+            | awk '/^(New|Reused),/ { print $1; exit }') || true
+        [ "$i" -gt 0 ] && [ "$line" = "Reused," ] && reused=$((reused + 1))
+    done
+    echo "$reused of 3"
+}
+
+# Counts, on the loopback interface, the TLS ClientHellos to and ServerHellos from one port,
+# for SECONDS seconds: how many ClientHellos offered a session (TLS 1.3 PSK or TLS 1.2
+# ticket), how many ServerHellos accepted one (TLS 1.3: pre_shared_key; TLS 1.2: the offered
+# session id echoed), and the versions, cipher suites and key-exchange groups chosen. A raw
+# AF_PACKET socket with a kernel filter that passes only those two messages: needs root.
+write_tls_counter() {
+    cat >"$TMP/tls-count.py" <<'PY'
+import collections, ctypes, socket, struct, sys, time
+
+secs, ready, port = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+
+def attach_filter(sock, port):
+    """Classic BPF: incoming IPv4 TCP segments from/to `port` whose payload starts with a
+    TLS handshake record holding a ClientHello or a ServerHello; nothing else."""
+    prog, labels = [], {}
+
+    def op(code, k=0, jt=None, jf=None):
+        prog.append((code, jt, jf, k))
+
+    op(0x20, 0xFFFFF004)                       # ld skb->pkt_type
+    op(0x15, 4, "drop", None)                  # PACKET_OUTGOING: lo shows each packet twice
+    op(0x28, 12); op(0x15, 0x0800, None, "drop")           # IPv4
+    op(0x30, 23); op(0x15, 6, None, "drop")                # TCP
+    op(0x28, 20); op(0x45, 0x1FFF, "drop", None)           # not a fragment
+    op(0xB1, 14)                               # X = IP header length
+    op(0x48, 14); op(0x15, port, "tcp", None)              # source port
+    op(0x48, 16); op(0x15, port, None, "drop")             # destination port
+    labels["tcp"] = len(prog)
+    op(0x50, 26); op(0x74, 4); op(0x64, 2); op(0x0C); op(0x07)   # X += TCP header length
+    op(0x50, 14); op(0x15, 0x16, None, "drop")             # record type: handshake
+    op(0x50, 19); op(0x15, 1, "accept", None); op(0x15, 2, "accept", "drop")   # hello type
+    labels["accept"] = len(prog); op(0x06, 0xFFFF)
+    labels["drop"] = len(prog); op(0x06, 0)
+    rel = lambda i, t: 0 if t is None else labels[t] - i - 1
+    code = b"".join(struct.pack("HBBI", c, rel(i, jt), rel(i, jf), k) for i, (c, jt, jf, k) in enumerate(prog))
+    buf = ctypes.create_string_buffer(code, len(code))
+    sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", len(prog), ctypes.addressof(buf)))   # SO_ATTACH_FILTER
+
+
+def extensions(b, off):
+    out = {}
+    if off + 2 > len(b):
+        return out
+    end = min(len(b), off + 2 + struct.unpack_from("!H", b, off)[0])
+    off += 2
+    while off + 4 <= end:
+        t, n = struct.unpack_from("!HH", b, off)
+        out[t] = b[off + 4:off + 4 + n]
+        off += 4 + n
+    return out
+
+
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))   # ETH_P_ALL
+attach_filter(s, port)
+s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)                           # SO_RCVBUFFORCE
+s.bind(("lo", 0))
+s.setblocking(False)
+while True:   # drop what arrived before the filter was attached
+    try:
+        s.recv(65600)
+    except (BlockingIOError, socket.timeout):
+        break
+s.settimeout(0.2)
+open(ready, "w").close()
+c = collections.Counter()
+hello_sid = {}
+deadline = time.monotonic() + secs
+while time.monotonic() < deadline:
+    try:
+        pkt, addr = s.recvfrom(65600)
+    except socket.timeout:
+        continue
+    if addr[2] == socket.PACKET_OUTGOING or len(pkt) < 54 or pkt[12:14] != b"\x08\x00" or pkt[23] != 6:
+        continue
+    ip = 14 + (pkt[14] & 15) * 4
+    sport, dport = struct.unpack_from("!HH", pkt, ip)
+    b = pkt[ip + (pkt[ip + 12] >> 4) * 4:]
+    if len(b) < 44 or b[0] != 0x16 or b[5] not in (1, 2):
+        continue
+    h = 43   # record header 5 + handshake header 4 + legacy version 2 + random 32
+    sid = b[h + 1:h + 1 + b[h]]
+    off = h + 1 + b[h]
+    if b[5] == 1 and dport == port:                       # ClientHello
+        c["hellos"] += 1
+        off += 2 + struct.unpack_from("!H", b, off)[0]     # cipher suites
+        off += 1 + b[off]                                   # compression methods
+        e = extensions(b, off)
+        if 0x29 in e or e.get(0x23):                        # pre_shared_key / session_ticket
+            c["offered"] += 1
+        hello_sid[sport] = sid
+    elif b[5] == 2 and sport == port:                      # ServerHello
+        c["server_hellos"] += 1
+        suite = struct.unpack_from("!H", b, off)[0]
+        e = extensions(b, off + 3)
+        sv = e.get(0x2B, b"")                               # supported_versions
+        version = struct.unpack("!H", sv)[0] if len(sv) == 2 else struct.unpack_from("!H", b, 9)[0]
+        if version == 0x0304:
+            c["resumed"] += 0x29 in e
+        else:
+            c["resumed"] += len(sid) > 0 and hello_sid.get(dport) == sid
+        c["=" + {0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}.get(version, hex(version))] += 1
+        suites = {0x1301: "TLS_AES_128_GCM_SHA256", 0x1302: "TLS_AES_256_GCM_SHA384",
+                  0x1303: "TLS_CHACHA20_POLY1305_SHA256", 0xC02B: "ECDHE-ECDSA-AES128-GCM-SHA256",
+                  0xC02C: "ECDHE-ECDSA-AES256-GCM-SHA384", 0xCCA9: "ECDHE-ECDSA-CHACHA20-POLY1305"}
+        c["=" + suites.get(suite, "suite 0x%04x" % suite)] += 1
+        if len(e.get(0x33, b"")) >= 2:                      # key_share: the group
+            g = struct.unpack_from("!H", e[0x33])[0]
+            c["=" + {0x17: "P-256", 0x18: "P-384", 0x1D: "X25519"}.get(g, hex(g))] += 1
+dropped = struct.unpack("II", s.getsockopt(263, 6, 8))[1]   # SOL_PACKET, PACKET_STATISTICS
+print(c["hellos"], c["offered"], c["server_hellos"], c["resumed"], dropped,
+      ", ".join("%s %d" % (k[1:], v) for k, v in sorted(c.items()) if k.startswith("=")))
+PY
+}
+
+declare -A RESUMED
+COUNT_SECS=3
+# A $COUNT_SECS s wrk run with `Connection: close` against port $2 while counting its handshakes.
+count_resumption() {   # $1: name, $2: port
+    local name=$1 port=$2 pid
+    rm -f "$TMP/tls-count.ready"
+    python3 "$TMP/tls-count.py" $((COUNT_SECS + 3)) "$TMP/tls-count.ready" "$port" \
+        >"$TMP/tls-count-$name.txt" 2>"$TMP/tls-count-$name.err" &
+    PIDS+=($!)
+    pid=$!
+    for _ in $(seq 1 50); do
+        [ -e "$TMP/tls-count.ready" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ ! -e "$TMP/tls-count.ready" ]; then
+        RESUMED[$name]="not counted (capture failed: $(tail -n 1 "$TMP/tls-count-$name.err"))"
+        return 0
+    fi
+    timeout $((COUNT_SECS + 30)) "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${COUNT_SECS}s" \
+        -H 'Connection: close' "https://127.0.0.1:$port/bench" >"$TMP/wrk-count-$name.txt" \
+        || die "wrk failed against $name"
+    if ! wait "$pid"; then
+        RESUMED[$name]="not counted (capture failed: $(tail -n 1 "$TMP/tls-count-$name.err"))"
+        return 0
+    fi
+    # hellos offered server_hellos resumed dropped params...
+    RESUMED[$name]=$(awk '{ p = $6; for (i = 7; i <= NF; i++) p = p " " $i
+        printf "%d ClientHellos, %d offering a session; %d ServerHellos, %d resumed (%.1f %%) [%s]%s",
+            $1, $2, $3, $4, ($3 > 0) ? 100 * $4 / $3 : 0, p, ($5 > 0) ? "; " $5 " packets dropped by the capture" : "" }' \
+        "$TMP/tls-count-$name.txt")
+}
+
+FULL_RUNS=0
+if [ "$HTTPS" != 0 ]; then
+    CLOSE=(-H 'Connection: close')
+    run_one nginx_tls "https://127.0.0.1:$NGINX_TLS_PORT/bench" "$NGINX_PID"
+    run_one gateway_tls "https://127.0.0.1:$GW_TLS_PORT/bench" "$GW_PID"
+    run_one nginx_new "https://127.0.0.1:$NGINX_TLS_PORT/bench" "$NGINX_PID" "${CLOSE[@]}"
+    run_one gateway_new "https://127.0.0.1:$GW_TLS_PORT/bench" "$GW_PID" "${CLOSE[@]}"
+
+    # The LD_PRELOAD for the full-handshake runs.
+    FULL_NOTE=
+    if [ "$FULL_HANDSHAKE" = 0 ]; then
+        FULL_NOTE="skipped (FULL_HANDSHAKE=0)"
+    elif ! command -v cc >/dev/null 2>&1; then
+        FULL_NOTE="skipped (no C compiler \`cc\` for the LD_PRELOAD)"
+    else
+        cat >"$TMP/tls/forget-session.c" <<'C'
+/* LD_PRELOAD for wrk: drop the TLS session when wrk resets a connection's SSL object
+   (SSL_clear), so that its next connection offers no session and the handshake is a full one. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+int SSL_set_session(SSL *s, SSL_SESSION *session);
+int SSL_clear(SSL *s) {
+    static int (*real)(SSL *);
+    if (!real) real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+    SSL_set_session(s, NULL);
+    return real(s);
+}
+C
+        if cc -shared -fPIC -O2 -o "$TMP/tls/forget-session.so" "$TMP/tls/forget-session.c" -ldl \
+            >"$TMP/tls/cc.log" 2>&1; then
+            FULL_RUNS=1
+            WRK=(env LD_PRELOAD="$TMP/tls/forget-session.so" wrk)
+            run_one nginx_full "https://127.0.0.1:$NGINX_TLS_PORT/bench" "$NGINX_PID" "${CLOSE[@]}"
+            run_one gateway_full "https://127.0.0.1:$GW_TLS_PORT/bench" "$GW_PID" "${CLOSE[@]}"
+            WRK=(wrk)
+        else
+            FULL_NOTE="skipped (the LD_PRELOAD did not compile: see $TMP/tls/cc.log)"
+        fi
+    fi
+    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the HTTPS runs"
+
+    declare -A TLS_PARAMS RECONNECT
+    for name in nginx gateway; do
+        if [ "$name" = nginx ]; then port=$NGINX_TLS_PORT; else port=$GW_TLS_PORT; fi
+        TLS_PARAMS[$name]=$(tls_params "$port")
+        RECONNECT[$name]=$(reconnect_resumed "$port")
+    done
+    COUNTED=(nginx_new gateway_new)
+    [ "$FULL_RUNS" = 1 ] && COUNTED+=(nginx_full gateway_full)
+    for name in "${COUNTED[@]}"; do RESUMED[$name]="not counted (TLS_COUNT=0)"; done
+    if [ "$TLS_COUNT" != 0 ]; then
+        if [ "$(id -u)" -ne 0 ] || ! command -v python3 >/dev/null 2>&1; then
+            for name in "${COUNTED[@]}"; do RESUMED[$name]="not counted (needs root and python3)"; done
+        else
+            write_tls_counter
+            log "counting TLS session resumptions: ${COUNT_SECS}s of wrk -H 'Connection: close' per case"
+            count_resumption nginx_new "$NGINX_TLS_PORT"
+            count_resumption gateway_new "$GW_TLS_PORT"
+            if [ "$FULL_RUNS" = 1 ]; then
+                WRK=(env LD_PRELOAD="$TMP/tls/forget-session.so" wrk)
+                count_resumption nginx_full "$NGINX_TLS_PORT"
+                count_resumption gateway_full "$GW_TLS_PORT"
+                WRK=(wrk)
+            fi
+        fi
+    fi
+fi
 
 # ---------------------------------------------------------------- 6. report
+header() {
+    printf '%-19s %12s %10s %10s %8s %12s %14s\n' target "requests/s" "p50 ms" "p99 ms" errors "server CPU%" "CPU us/request"
+    printf '%-19s %12s %10s %10s %8s %12s %14s\n' ------------------- ------------ ---------- ---------- -------- ------------ --------------
+}
+row() {   # $1: label, $2: name
+    printf '%-19s %12.0f %10.3f %10.3f %8s %12s %14s\n' "$1" "${RPS[$2]}" "${P50[$2]}" "${P99[$2]}" \
+        "${ERRS[$2]}" "${CPU[$2]}" "${CPU_US[$2]}"
+}
+ratio() {   # $1: label, $2: gateway name, $3: nginx name
+    awk -v l="$1" -v g="${RPS[$2]}" -v n="${RPS[$3]}" -v gc="${CPU_US[$2]}" -v nc="${CPU_US[$3]}" \
+        'BEGIN { printf "gateway/nginx %-12s requests/s ratio: %.2f   CPU us/request ratio: %.2f\n", l, g / n, (nc > 0) ? gc / nc : 0 }'
+}
+
 echo
 echo "gateway load comparison — $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(uname -m), nproc=$(nproc)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency (warm-up ${WARMUP}s); proxies: $PROXY_THREADS workers/threads; upstream: nginx, $UPSTREAM_WORKERS worker(s)"
 echo
-printf '%-8s %12s %10s %10s %8s %12s %14s\n' target "requests/s" "p50 ms" "p99 ms" errors "server CPU%" "CPU us/request"
-printf '%-8s %12s %10s %10s %8s %12s %14s\n' -------- ------------ ---------- ---------- -------- ------------ --------------
+header
 for name in direct nginx gateway; do
-    printf '%-8s %12.0f %10.3f %10.3f %8s %12s %14s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" \
-        "${ERRS[$name]}" "${CPU[$name]}" "${CPU_US[$name]}"
+    row "$name" "$name"
 done
 echo
 awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${RPS[direct]}" 'BEGIN {
@@ -362,3 +724,40 @@ awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${RPS[direct]}" 'BEGIN {
 echo "server CPU% = CPU time of the process under test (all threads/workers) / wall time, 100 = one core;"
 echo "  direct = the upstream nginx; nginx and gateway = the proxy only (the upstream's CPU is not included)"
 echo "gateway: $GW_COUNTED requests counted by gateway_requests_total{route=\"all\"}; $GW_LOG_LINES log lines written at level $GATEWAY_LOG_LEVEL"
+
+if [ "$HTTPS" != 0 ]; then
+    echo
+    echo "HTTPS: the same wrk command on https://127.0.0.1:PORT/bench; one self-signed EC P-256 certificate"
+    echo "  keep-alive: requests over established TLS connections"
+    echo "  new conn.:  -H 'Connection: close': a new TCP + TLS connection per request (requests/s = handshakes/s),"
+    echo "              wrk offering the previous connection's session, which the server may resume"
+    echo "  full hs:    the same with wrk made to forget the session (LD_PRELOAD): only full handshakes"
+    echo "  (in both handshake modes wrk's latency clock starts after the handshake)"
+    echo
+    header
+    row "nginx   keep-alive" nginx_tls
+    row "gateway keep-alive" gateway_tls
+    row "nginx   new conn." nginx_new
+    row "gateway new conn." gateway_new
+    if [ "$FULL_RUNS" = 1 ]; then
+        row "nginx   full hs" nginx_full
+        row "gateway full hs" gateway_full
+    fi
+    echo
+    ratio keep-alive gateway_tls nginx_tls
+    ratio "new conn." gateway_new nginx_new
+    if [ "$FULL_RUNS" = 1 ]; then ratio "full hs" gateway_full nginx_full; else echo "full hs: $FULL_NOTE"; fi
+    echo "negotiated (openssl s_client, OpenSSL defaults like wrk): nginx ${TLS_PARAMS[nginx]}; gateway ${TLS_PARAMS[gateway]}"
+    echo "openssl s_client offering the previous session: nginx resumed ${RECONNECT[nginx]}, gateway ${RECONNECT[gateway]}"
+    echo "handshakes counted on lo during a further ${COUNT_SECS}s wrk run per case:"
+    for name in "${COUNTED[@]}"; do
+        printf '  %-13s %s\n' "$name:" "${RESUMED[$name]}"
+    done
+    printf 'gateway_requests_total during the measured https runs (wrk'"'"'s count):'
+    printf ' keep-alive %s (%s), new conn. %s (%s)' "${GW_N[gateway_tls]}" "${WRK_N[gateway_tls]}" \
+        "${GW_N[gateway_new]}" "${WRK_N[gateway_new]}"
+    if [ "$FULL_RUNS" = 1 ]; then
+        printf ', full hs %s (%s)' "${GW_N[gateway_full]}" "${WRK_N[gateway_full]}"
+    fi
+    echo
+fi
