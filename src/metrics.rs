@@ -1,8 +1,8 @@
 //! Prometheus metrics; the names are part of the contract (SPEC.md, "Metrics").
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
-    IntCounterVec, IntGauge, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -48,6 +48,12 @@ metric!(RATE_LIMIT_KEYS: IntGauge = register_int_gauge!(
 metric!(AGGREGATE_CALLS: IntCounterVec = register_int_counter_vec!(
     "gateway_aggregate_calls_total", "Aggregate (backend-for-frontend) calls by route, call and outcome (ok, error, timeout).",
     &["route", "call", "outcome"]));
+metric!(CIRCUIT_STATE: IntGaugeVec = register_int_gauge_vec!(
+    "gateway_circuit_state", "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
+    &["upstream", "target"]));
+metric!(UPSTREAM_RETRIES: IntCounterVec = register_int_counter_vec!(
+    "gateway_upstream_retries_total", "Tries after the first, by upstream.",
+    &["upstream"]));
 metric!(JWKS_FETCHES: IntCounterVec = register_int_counter_vec!(
     "gateway_jwks_fetches_total", "JWKS fetches by provider and result (success, failure).",
     &["provider", "result"]));
@@ -69,6 +75,8 @@ pub fn init() {
     LazyLock::force(&VALIDATION_FAILURES);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&AGGREGATE_CALLS);
+    LazyLock::force(&CIRCUIT_STATE);
+    LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMIT_KEYS);
     for k in ["timeout", "error", "full"] {
         RATE_LIMIT_STORE_ERRORS.with_label_values(&[k]);

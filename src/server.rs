@@ -126,10 +126,14 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         check_bindable(&addrs)?;
     }
 
-    let mut conf = ServerConf::default();
-    if let Some(t) = gw.file.threads {
-        conf.threads = t;
-    }
+    // Default: one worker thread per core (Pingora's own default is one).
+    let threads = gw.file.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut conf = ServerConf {
+        threads,
+        ..ServerConf::default()
+    };
     let grace = gw.file.shutdown_grace.map_or(10, |d| d.0.as_secs().max(1));
     conf.grace_period_seconds = Some(grace);
     conf.graceful_shutdown_timeout_seconds = Some(1);
@@ -175,6 +179,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         }
     }
     server.add_service(background_service("jwks", JwksService::new(store.clone())));
+    server.add_service(background_service(
+        "health checks",
+        crate::upstream::health::HealthService::new(store.clone()),
+    ));
     server.add_service(background_service(
         "rate-limit sweep",
         crate::ratelimit::sweep::SweepService::new(store.clone()),

@@ -623,15 +623,8 @@ fn invalid_auth_value() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Sections that are not supported yet: refused, never ignored
+// Plans, limits, aggregates, TLS and upstream settings
 // ---------------------------------------------------------------------------------------
-
-/// Checks a configuration whose only problem is the unsupported section on the line of
-/// `needle` in policy file `routes.yaml`.
-fn assert_refused(text: &str, needle: &str, what: &str) {
-    let out = assert_routes_problem(text, needle, &[what, "is not supported yet"]);
-    assert_eq!(problem_count(&out), 1, "{out}");
-}
 
 #[test]
 fn consumer_plan_must_exist() {
@@ -691,12 +684,14 @@ fn aggregate_call_naming_an_unknown_upstream() {
 }
 
 #[test]
-fn upstream_retries_are_refused() {
+fn upstream_tls_needs_https() {
     let text = format!(
-        "upstreams:\n  users:\n    targets: [\"127.0.0.1:9\"]\n    retries: {{ attempts: 3, backoff: 25ms }}\n{}",
+        "upstreams:\n  users:\n    targets: [\"127.0.0.1:9\"]\n    tls: {{ sni: users.internal }}\n{}",
         policy(&[], &[route("a", "/a")])
     );
-    assert_refused(&text, "retries:", "retries");
+    // The route naming the refused upstream is reported too.
+    let out = assert_routes_problem(&text, "targets:", &["`tls` needs `scheme: https`"]);
+    assert_eq!(problem_count(&out), 2, "{out}");
 }
 
 #[test]

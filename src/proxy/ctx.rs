@@ -38,6 +38,13 @@ pub struct Ctx {
     pub body: Option<bytes::Bytes>,
     /// The verified TLS client certificate of the connection, if any.
     pub client_cert: Option<Arc<ClientCert>>,
+    /// Tries made so far, and the targets they went to.
+    pub tries: u32,
+    pub tried: Vec<String>,
+    /// The current try's answer was refused for another try.
+    pub retrying: bool,
+    /// The next try replaces a stale pooled connection: not a new try.
+    pub stale: bool,
 }
 
 impl Ctx {
@@ -60,6 +67,10 @@ impl Ctx {
             rate: None,
             body: None,
             client_cert: None,
+            tries: 0,
+            tried: Vec::new(),
+            retrying: false,
+            stale: false,
         }
     }
 

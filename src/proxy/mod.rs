@@ -10,6 +10,7 @@ pub mod ids;
 pub mod inspect;
 pub mod log;
 pub mod respond;
+pub mod retry;
 pub mod router;
 pub mod throttle;
 
@@ -74,7 +75,17 @@ impl ProxyHttp for Gateway {
             }
         }
         match outcome {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                // A body up to 64 KiB is kept so that a retry can send it again.
+                if ctx
+                    .route()
+                    .and_then(|r| r.upstream.as_ref())
+                    .is_some_and(|u| u.retry.is_some())
+                {
+                    session.as_mut().enable_retry_buffering();
+                }
+                Ok(false)
+            }
             Err(err) => {
                 respond::write_error(session, ctx, &err, false).await;
                 Ok(true)
@@ -91,23 +102,66 @@ impl ProxyHttp for Gateway {
         } else {
             Vec::new()
         };
-        let Some(backend) = upstream.select(&key) else {
+        if !std::mem::take(&mut ctx.stale) {
+            retry::before_try(ctx).await;
+            ctx.tries += 1;
+        }
+        // Open breakers and unhealthy targets are skipped; with none left the answer is an
+        // immediate 503.
+        let Some(backend) = upstream.select_for(&key, &ctx.tried) else {
             return Err(gateway_failure(ctx, GatewayError::UpstreamUnavailable));
         };
-        ctx.target = Some(backend.addr.to_string());
+        let target = backend.addr.to_string();
+        retry::count_retry(ctx);
+        ctx.tried.push(target.clone());
+        ctx.target = Some(target);
+        ctx.upstream_status = None;
         ctx.upstream_started = Some(Instant::now());
         Ok(upstream.peer(&backend))
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // A fresh connection that fails is not retried: retry policy is per upstream.
-        e.set_retry(false);
+        retry::record(ctx, false);
+        e.set_retry(retry::may_retry(session, ctx));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        upstream_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.retrying) {
+            // Decided (and taken from the budget) when the upstream's status arrived.
+            e.set_retry(true);
+            return e;
+        }
+        let reused_only = matches!(e.retry, pingora_error::RetryType::ReusedOnly);
+        if reused_only
+            && ctx.error.is_none()
+            && retry::stale_connection(session, upstream_reused, ctx)
+        {
+            ctx.stale = true;
+            e.set_retry(true);
+            return e;
+        }
+        // A failure before the upstream answered counts against the target; the gateway's
+        // own refusals (a body over the limit) and failures mid-answer do not retry.
+        let before_answer = ctx.upstream_status.is_none() && ctx.error.is_none();
+        if before_answer && matches!(e.esource(), pingora_error::ErrorSource::Upstream) {
+            retry::record(ctx, false);
+        }
+        e.set_retry(before_answer && retry::may_retry(session, ctx));
         e
     }
 
@@ -138,14 +192,30 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
         }
-        ctx.upstream_status = Some(resp.status.as_u16());
+        let status = resp.status.as_u16();
+        let failed = crate::upstream::retry::retryable_status(status);
+        retry::record(ctx, !failed);
+        if failed && retry::may_retry(session, ctx) {
+            // Nothing went to the client yet: try again, elsewhere if possible.
+            if let Some(up) = ctx.upstream_name() {
+                metrics::UPSTREAM_ERRORS
+                    .with_label_values(&[up, "status"])
+                    .inc();
+            }
+            ctx.retrying = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "upstream answered with a retryable status",
+            ));
+        }
+        ctx.upstream_status = Some(status);
         if let (Some(up), Some(t)) = (ctx.upstream_name(), ctx.upstream_started) {
             metrics::UPSTREAM_DURATION
                 .with_label_values(&[up])

@@ -23,7 +23,6 @@ pub fn compile(
     generation: u64,
 ) -> Result<Snapshot, Problems> {
     let mut problems = Problems::default();
-    super::unsupported::refuse(set, &mut problems);
     let upstreams = build_upstreams(set, prev, &mut problems);
     let prev_jwks = prev.map(|s| s.jwks.as_slice()).unwrap_or_default();
     let ids = crate::auth::compile::identities(set, prev_jwks, &mut problems);

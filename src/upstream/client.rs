@@ -85,8 +85,53 @@ pub async fn send(
     body: Option<Bytes>,
     max_body: usize,
 ) -> Result<Answer, CallError> {
-    let backend = upstream.select(key).ok_or(CallError::Unavailable)?;
-    let peer = upstream.peer(&backend);
+    let may_repeat = super::retry::idempotent(&req.method, &req.headers);
+    let mut tried: Vec<String> = Vec::new();
+    loop {
+        if let Some(policy) = &upstream.retry {
+            match tried.len() {
+                0 => policy.budget.deposit(),
+                n => {
+                    metrics::UPSTREAM_RETRIES
+                        .with_label_values(&[&upstream.name])
+                        .inc();
+                    tokio::time::sleep(policy.delay(n as u32 + 1)).await;
+                }
+            }
+        }
+        let backend = upstream
+            .select_for(key, &tried)
+            .ok_or(CallError::Unavailable)?;
+        let target = backend.addr.to_string();
+        let result = try_once(upstream, &backend, req, body.clone(), max_body).await;
+        let failed = match &result {
+            Ok(a) => super::retry::retryable_status(a.header.status.as_u16()),
+            Err(CallError::TooLarge) => false,
+            Err(_) => true,
+        };
+        upstream.record(&target, !failed);
+        tried.push(target);
+        let again = failed
+            && may_repeat
+            && upstream
+                .retry
+                .as_ref()
+                .is_some_and(|p| p.another(tried.len() as u32));
+        if !again {
+            return result;
+        }
+    }
+}
+
+/// One try at one target.
+async fn try_once(
+    upstream: &Upstream,
+    backend: &pingora_load_balancing::Backend,
+    req: &RequestHeader,
+    body: Option<Bytes>,
+    max_body: usize,
+) -> Result<Answer, CallError> {
+    let peer = upstream.peer(backend);
     let mut req = req.clone();
     if !req.headers.contains_key(http::header::HOST) {
         let _ = req.insert_header(http::header::HOST, backend.addr.to_string());

@@ -1,17 +1,22 @@
 //! Upstream pools: targets, balancing and the peer (with its timeouts) a request goes to.
 //! Built once per load; an unchanged definition keeps its pool across reloads.
 
+pub mod breaker;
 pub mod client;
+pub mod health;
+pub mod retry;
+mod tls;
 
-use crate::config::policy::{Balance, Scheme, UpstreamDef, UpstreamTlsDef};
+use crate::config::policy::{Balance, UpstreamDef};
 use crate::config::values::ClientKey;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::utils::tls::{parse_x509, WrappedX509};
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tls::{tls, Tls};
 
 /// How long a pooled upstream connection may stay idle before it is closed.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -30,62 +35,11 @@ pub struct Upstream {
     balancer: Balancer,
     pub hash_key: ClientKey,
     tls: Option<Tls>,
-}
-
-/// How targets of an `https` upstream are reached.
-struct Tls {
-    sni: String,
-    verify: bool,
-    /// A custom CA (DER certificates, as read), instead of the system's roots.
-    ca: Option<(Vec<Vec<u8>>, Arc<pingora_core::protocols::tls::CaType>)>,
-    /// Separates pooled connections verified against different CAs: Pingora's pool key
-    /// covers address, SNI and verification flags, not the CA.
-    group: u64,
-}
-
-/// The upstream's TLS settings; `dir` resolves a relative `ca`.
-fn tls(def: &UpstreamDef, dir: &Path) -> Result<Option<Tls>, String> {
-    let t = def.tls.clone().unwrap_or(UpstreamTlsDef {
-        sni: None,
-        verify: true,
-        ca: None,
-    });
-    if def.scheme == Scheme::Http {
-        return match def.tls {
-            Some(_) => Err("`tls` needs `scheme: https`".into()),
-            None => Ok(None),
-        };
-    }
-    let ca = match &t.ca {
-        None => None,
-        Some(path) => {
-            let der: Vec<Vec<u8>> = crate::tls::pem::certs(&dir.join(path))?
-                .into_iter()
-                .map(|c| c.to_vec())
-                .collect();
-            let wrapped: Vec<WrappedX509> = der
-                .iter()
-                .map(|d| WrappedX509::new(d.clone(), parse_x509))
-                .collect();
-            Some((der, Arc::from(wrapped)))
-        }
-    };
-    // Without `sni`, a target given by name is asked for that name.
-    let sni = t.sni.clone().unwrap_or_else(|| {
-        let host = def.targets[0].rsplit_once(':').map_or("", |(h, _)| h);
-        match host.parse::<std::net::IpAddr>() {
-            Ok(_) => String::new(),
-            Err(_) => host.to_string(),
-        }
-    });
-    let mut h = std::hash::DefaultHasher::new();
-    std::hash::Hash::hash(&ca.as_ref().map(|c| &c.0), &mut h);
-    Ok(Some(Tls {
-        sni,
-        verify: t.verify,
-        ca,
-        group: std::hash::Hasher::finish(&h),
-    }))
+    pub retry: Option<retry::RetryPolicy>,
+    /// One breaker per target address (with `circuit_breaker`).
+    breakers: HashMap<String, breaker::Breaker>,
+    /// When active health checks last ran (with `health_check`).
+    pub health: Option<health::Schedule>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -109,18 +63,50 @@ impl Upstream {
         let tls = tls(def, dir)?;
         let targets = def.targets.iter().map(String::as_str);
         let fail = |e: std::io::Error| format!("cannot resolve targets: {e}");
+        let hc = || health::check(def, tls.as_ref());
         let balancer = match def.balance {
             Balance::RoundRobin => {
-                Balancer::RoundRobin(LoadBalancer::try_from_iter(targets).map_err(fail)?)
+                let mut lb = LoadBalancer::try_from_iter(targets).map_err(fail)?;
+                if let Some(hc) = hc() {
+                    lb.set_health_check(hc);
+                }
+                Balancer::RoundRobin(lb)
             }
             Balance::Random => {
-                Balancer::Random(LoadBalancer::try_from_iter(targets).map_err(fail)?)
+                let mut lb = LoadBalancer::try_from_iter(targets).map_err(fail)?;
+                if let Some(hc) = hc() {
+                    lb.set_health_check(hc);
+                }
+                Balancer::Random(lb)
             }
             Balance::ConsistentHash => {
-                Balancer::Consistent(LoadBalancer::try_from_iter(targets).map_err(fail)?)
+                let mut lb = LoadBalancer::try_from_iter(targets).map_err(fail)?;
+                if let Some(hc) = hc() {
+                    lb.set_health_check(hc);
+                }
+                Balancer::Consistent(lb)
             }
         };
+        let mut breakers = HashMap::new();
+        if let Some(cb) = &def.circuit_breaker {
+            let backends = match &balancer {
+                Balancer::RoundRobin(lb) => lb.backends().get_backend(),
+                Balancer::Random(lb) => lb.backends().get_backend(),
+                Balancer::Consistent(lb) => lb.backends().get_backend(),
+            };
+            for b in backends.iter() {
+                let addr = b.addr.to_string();
+                let breaker = breaker::Breaker::new(name, &addr, cb.failures, cb.open_for.0);
+                breakers.insert(addr, breaker);
+            }
+        }
         Ok(Upstream {
+            retry: def.retries.as_ref().map(retry::RetryPolicy::new),
+            breakers,
+            health: def
+                .health_check
+                .as_ref()
+                .map(|h| health::Schedule::new(h.interval.0)),
             name: name.into(),
             def: def.clone(),
             balancer,
@@ -142,13 +128,64 @@ impl Upstream {
         }
     }
 
-    /// Picks a target; `key` matters only for consistent hashing.
-    pub fn select(&self, key: &[u8]) -> Option<Backend> {
+    fn select_with(&self, key: &[u8], accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
         const MAX_ITER: usize = 256;
         match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select(key, MAX_ITER),
-            Balancer::Random(lb) => lb.select(key, MAX_ITER),
-            Balancer::Consistent(lb) => lb.select(key, MAX_ITER),
+            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_ITER, accept),
+            Balancer::Random(lb) => lb.select_with(key, MAX_ITER, accept),
+            Balancer::Consistent(lb) => lb.select_with(key, MAX_ITER, accept),
+        }
+    }
+
+    /// Picks a healthy target whose breaker lets the request through, preferring one not in
+    /// `tried` (the targets earlier tries of this request went to); `key` matters only for
+    /// consistent hashing. `None`: no target can take the request now.
+    pub fn select_for(&self, key: &[u8], tried: &[String]) -> Option<Backend> {
+        let admit = |b: &Backend| match self.breakers.get(&b.addr.to_string()) {
+            Some(breaker) => breaker.admit(),
+            None => true,
+        };
+        let fresh = |b: &Backend, healthy: bool| {
+            healthy && !tried.iter().any(|t| *t == b.addr.to_string()) && admit(b)
+        };
+        self.select_with(key, fresh)
+            .or_else(|| self.select_with(key, |b, healthy| healthy && admit(b)))
+    }
+
+    /// Whether some target could take a request now (healthy, breaker not open), without
+    /// taking a half-open probe.
+    pub fn available(&self) -> bool {
+        self.select_with(b"", |b, healthy| {
+            healthy
+                && self
+                    .breakers
+                    .get(&b.addr.to_string())
+                    .is_none_or(|br| !br.is_open())
+        })
+        .is_some()
+    }
+
+    /// Picks a target, as for a first try.
+    pub fn select(&self, key: &[u8]) -> Option<Backend> {
+        self.select_for(key, &[])
+    }
+
+    /// Feeds a try's outcome to the target's breaker.
+    pub fn record(&self, target: &str, ok: bool) {
+        if let Some(b) = self.breakers.get(target) {
+            match ok {
+                true => b.success(),
+                false => b.failure(),
+            }
+        }
+    }
+
+    /// Runs the active health checks of every target (with `health_check`).
+    pub async fn check_health(&self) {
+        match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Random(lb) => lb.backends().run_health_check(true).await,
+            Balancer::Consistent(lb) => lb.backends().run_health_check(true).await,
         }
     }
 
