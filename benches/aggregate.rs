@@ -105,6 +105,7 @@ fn bench(c: &mut Criterion) {
                     headers: &headers,
                     body: None,
                     keys: Vec::new(),
+                    span: None,
                 };
                 let outcomes = run(&agg, &inputs).await;
                 merge(&agg, &outcomes).expect("merged").partial

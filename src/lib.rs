@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod template;
 pub mod tls;
 pub mod upstream;

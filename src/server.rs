@@ -110,6 +110,9 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let (gw, store) = check(&opts.config).map_err(|p| p.to_string())?;
     let _log_guard = logging::init(&gw.file.log);
     metrics::init();
+    if let Err(e) = crate::telemetry::init(gw.file.tracing.as_ref()) {
+        tracing::error!(error = %e, "trace export is off");
+    }
 
     let mut addrs: Vec<SocketAddr> = gw.file.listeners.iter().map(|l| l.bind).collect();
     if let Some(a) = &gw.file.admin {

@@ -24,6 +24,8 @@ pub struct Inputs<'a> {
     pub body: Option<(Bytes, Option<http::HeaderValue>)>,
     /// The consistent-hashing key of each call, in call order.
     pub keys: Vec<Vec<u8>>,
+    /// The request's trace span (with `tracing`): each call gets a child.
+    pub span: Option<&'a opentelemetry::Context>,
 }
 
 /// The request's values plus the answers of a call's dependencies.
@@ -60,10 +62,18 @@ impl Values for CallValues<'_> {
     }
 }
 
-fn request(call: &Call, path: &str, inputs: &Inputs<'_>) -> Option<(RequestHeader, Option<Bytes>)> {
+fn request(
+    call: &Call,
+    path: &str,
+    inputs: &Inputs<'_>,
+    span: Option<&opentelemetry::Context>,
+) -> Option<(RequestHeader, Option<Bytes>)> {
     let mut req = RequestHeader::build(call.method.clone(), path.as_bytes(), None).ok()?;
     for (k, v) in inputs.headers.headers.iter() {
         req.append_header(k.clone(), v.clone()).ok()?;
+    }
+    if let Some(cx) = span {
+        let _ = req.insert_header("traceparent", crate::telemetry::traceparent(cx));
     }
     let _ = req.insert_header(http::header::ACCEPT, "application/json");
     let body = match (&inputs.body, call.forward_body) {
@@ -83,8 +93,14 @@ fn request(call: &Call, path: &str, inputs: &Inputs<'_>) -> Option<(RequestHeade
 }
 
 /// One call, after its dependencies answered.
-async fn one(call: &Call, key: &[u8], path: String, inputs: &Inputs<'_>) -> Outcome {
-    let Some((req, body)) = request(call, &path, inputs) else {
+async fn one(
+    call: &Call,
+    key: &[u8],
+    path: String,
+    inputs: &Inputs<'_>,
+    span: Option<&opentelemetry::Context>,
+) -> Outcome {
+    let Some((req, body)) = request(call, &path, inputs, span) else {
         return Err(Failure::Reset);
     };
     let answer = client::send(&call.upstream, key, &req, body, MAX_CALL_BODY).await?;
@@ -128,7 +144,18 @@ pub async fn run(agg: &Aggregate, inputs: &Inputs<'_>) -> Vec<Option<Arc<Outcome
                 Some(t) => deadline.min(Instant::now() + t),
                 None => deadline,
             };
-            let outcome = match tokio::time::timeout_at(until, one(call, key, path, inputs)).await {
+            let span = inputs.span.and_then(|p| {
+                let attrs = vec![
+                    opentelemetry::KeyValue::new("gateway.call", call.name.to_string()),
+                    opentelemetry::KeyValue::new(
+                        "gateway.upstream",
+                        call.upstream.name.to_string(),
+                    ),
+                ];
+                crate::telemetry::child(p, "gateway.aggregate_call", attrs)
+            });
+            let call_future = one(call, key, path, inputs, span.as_ref());
+            let outcome = match tokio::time::timeout_at(until, call_future).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
                     metrics::UPSTREAM_ERRORS
@@ -137,6 +164,10 @@ pub async fn run(agg: &Aggregate, inputs: &Inputs<'_>) -> Vec<Option<Arc<Outcome
                     Err(Failure::Timeout)
                 }
             };
+            if let Some(cx) = &span {
+                let error = outcome.as_ref().err().map(ToString::to_string);
+                crate::telemetry::end(cx, 0, error);
+            }
             Arc::new(outcome)
         };
         started.push(fut.boxed().shared());

@@ -25,6 +25,36 @@ pub struct GatewayFile {
     pub threads: Option<usize>,
     #[serde(default)]
     pub shutdown_grace: Option<Dur>,
+    /// OpenTelemetry trace export; off when absent.
+    #[serde(default)]
+    pub tracing: Option<TracingSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// OTLP/HTTP traces endpoint, such as `http://collector:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces recorded (a client's sampled flag is followed).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// How often finished spans are sent.
+    #[serde(default = "default_export_interval")]
+    pub export_interval: Dur,
+}
+
+fn default_service_name() -> String {
+    "gateway".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+fn default_export_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
 }
 
 fn default_policies() -> PathBuf {

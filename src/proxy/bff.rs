@@ -45,6 +45,7 @@ pub async fn answer(
         headers: &headers,
         body: body.map(|b| (b, content_type)),
         keys,
+        span: ctx.span.as_ref(),
     };
     let outcomes = run(agg, &inputs).await;
     let route = ctx.route_name();

@@ -45,6 +45,9 @@ pub struct Ctx {
     pub retrying: bool,
     /// The next try replaces a stale pooled connection: not a new try.
     pub stale: bool,
+    /// The request's trace span, and the current upstream try's (with `tracing`).
+    pub span: Option<opentelemetry::Context>,
+    pub try_span: Option<opentelemetry::Context>,
 }
 
 impl Ctx {
@@ -71,6 +74,17 @@ impl Ctx {
             tried: Vec::new(),
             retrying: false,
             stale: false,
+            span: None,
+            try_span: None,
+        }
+    }
+
+    /// The `traceparent` for an upstream request: the try's span as parent when tracing,
+    /// else the client's (or a new) trace as it came.
+    pub fn upstream_traceparent(&self) -> String {
+        match &self.try_span {
+            Some(cx) => crate::telemetry::traceparent(cx),
+            None => self.traceparent.clone(),
         }
     }
 

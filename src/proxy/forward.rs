@@ -129,7 +129,7 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
         }
     }
     set(up, &X_REQUEST_ID, &ctx.request_id);
-    set(up, &TRACEPARENT, &ctx.traceparent);
+    set(up, &TRACEPARENT, &ctx.upstream_traceparent());
     identity_headers(up, ctx);
     if let Some(route) = ctx.route() {
         for h in &route.remove_headers {

@@ -65,6 +65,11 @@ impl ProxyHttp for Gateway {
             Some(Arc::new(cert.clone()))
         });
         let mut outcome = screen(session, ctx).await;
+        if ctx.span.is_none() && !ctx.traceparent.is_empty() {
+            let req = session.req_header();
+            ctx.span =
+                crate::telemetry::request(&ctx.traceparent, req.method.as_str(), req.uri.path());
+        }
         if outcome.is_ok() {
             if let Some(agg) = ctx.route().and_then(|r| r.aggregate.clone()) {
                 // A backend-for-frontend route answers here; nothing is proxied.
@@ -117,6 +122,14 @@ impl ProxyHttp for Gateway {
         ctx.target = Some(target);
         ctx.upstream_status = None;
         ctx.upstream_started = Some(Instant::now());
+        if let Some(cx) = &ctx.span {
+            let attrs = vec![
+                opentelemetry::KeyValue::new("gateway.upstream", upstream.name.to_string()),
+                opentelemetry::KeyValue::new("server.address", backend.addr.to_string()),
+                opentelemetry::KeyValue::new("gateway.try", i64::from(ctx.tries)),
+            ];
+            ctx.try_span = crate::telemetry::child(cx, "gateway.upstream", attrs);
+        }
         Ok(upstream.peer(&backend))
     }
 
@@ -128,6 +141,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         retry::record(ctx, false);
+        end_try(ctx, 0, Some(e.to_string()));
         e.set_retry(retry::may_retry(session, ctx));
         e
     }
@@ -141,6 +155,7 @@ impl ProxyHttp for Gateway {
         upstream_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        end_try(ctx, 0, Some(e.to_string()));
         if std::mem::take(&mut ctx.retrying) {
             // Decided (and taken from the budget) when the upstream's status arrived.
             e.set_retry(true);
@@ -200,6 +215,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let status = resp.status.as_u16();
+        end_try(ctx, status, None);
         let failed = crate::upstream::retry::retryable_status(status);
         retry::record(ctx, !failed);
         if failed && retry::may_retry(session, ctx) {
@@ -287,6 +303,11 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        end_try(ctx, 0, None);
+        if let Some(cx) = ctx.span.take() {
+            let error = ctx.error.as_ref().map(ToString::to_string);
+            crate::telemetry::end(&cx, status, error);
+        }
         log::finish(session, ctx, status);
     }
 }
@@ -299,4 +320,11 @@ async fn screen(session: &mut Session, ctx: &mut Ctx) -> std::result::Result<(),
     guard::check(session.req_header(), ctx).await?;
     throttle::check(session.req_header(), ctx).await?;
     inspect::check(session, ctx).await
+}
+
+/// Ends the current upstream try's span, if one is open.
+fn end_try(ctx: &mut Ctx, status: u16, error: Option<String>) {
+    if let Some(cx) = ctx.try_span.take() {
+        crate::telemetry::end(&cx, status, error);
+    }
 }

@@ -115,6 +115,7 @@ fn restart_keys(old: &GatewayFile, new: &GatewayFile) -> Vec<String> {
     cmp("log", old.log != new.log);
     cmp("threads", old.threads != new.threads);
     cmp("shutdown_grace", old.shutdown_grace != new.shutdown_grace);
+    cmp("tracing", old.tracing != new.tracing);
     keys
 }
 
