@@ -141,9 +141,13 @@ impl Upstream {
     /// `tried` (the targets earlier tries of this request went to); `key` matters only for
     /// consistent hashing. `None`: no target can take the request now.
     pub fn select_for(&self, key: &[u8], tried: &[String]) -> Option<Backend> {
-        let admit = |b: &Backend| match self.breakers.get(&b.addr.to_string()) {
-            Some(breaker) => breaker.admit(),
-            None => true,
+        // Without breakers nothing is looked up (no per-request address formatting).
+        let admit = |b: &Backend| {
+            self.breakers.is_empty()
+                || self
+                    .breakers
+                    .get(&b.addr.to_string())
+                    .is_none_or(breaker::Breaker::admit)
         };
         let fresh = |b: &Backend, healthy: bool| {
             healthy && !tried.iter().any(|t| *t == b.addr.to_string()) && admit(b)
