@@ -3,7 +3,12 @@
 #   1. directly,
 #   2. through nginx as a keepalive reverse proxy,
 #   3. through the gateway (one `/*` route, auth: none),
-# with the same wrk command, then prints requests/s, p50, p99 and the gateway/nginx ratio.
+#   3b. (POLICY=1, the default) through a second route of the same gateway process with the
+#      full policy chain: POST /orders with an RS256 JWT (`gateway token`, fixture key), a
+#      rate limit keyed by consumer that always admits, and a JSON Schema check of a ~1 KiB
+#      order body (wrk with a Lua script),
+# with the same wrk command, then prints requests/s, p50, p99 and the gateway/nginx ratio,
+# and the resident memory (VmRSS) of nginx and the gateway after start and after the load.
 # Then (HTTPS=1, the default) the same over TLS: a second nginx server and a second gateway
 # listener terminate TLS with one self-signed EC P-256 certificate, measured
 #   4. with keep-alive (requests over established TLS connections),
@@ -29,6 +34,7 @@
 #   GATEWAY_BIN=PATH  measure this gateway binary instead of target/release/gateway (no build)
 #   KEEP_TMP=1        keep the temp dir (configs, logs) for inspection
 #   HTTPS=0           skip the HTTPS part (default 1)
+#   POLICY=0          skip the full-policy route (JWT + rate limit + schema) (default 1)
 #   TLS_COUNT=0       skip the resumption count of the HTTPS part (default 1)
 #   FULL_HANDSHAKE=0  skip the HTTPS runs where wrk is made not to resume sessions (default 1)
 #
@@ -47,6 +53,7 @@ GATEWAY_LOG_LEVEL=${GATEWAY_LOG_LEVEL:-warn}
 HTTPS=${HTTPS:-1}
 TLS_COUNT=${TLS_COUNT:-1}
 FULL_HANDSHAKE=${FULL_HANDSHAKE:-1}
+POLICY=${POLICY:-1}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -180,6 +187,25 @@ proc_ticks() {
     echo "$total"
 }
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# Resident memory (VmRSS, kB) of process $1 plus its direct children (nginx: master + workers;
+# pages they share, such as the binary's text, are counted once per process).
+proc_rss_kb() {
+    local root=$1 total=0 f line pid rest kb
+    local -a fields
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        pid=${line%% *}
+        rest=${line##*) }
+        read -r -a fields <<<"$rest"
+        if [ "$pid" = "$root" ] || [ "${fields[1]}" = "$root" ]; then
+            kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+            total=$((total + ${kb:-0}))
+        fi
+    done
+    echo "$total"
+}
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 
 # Temp-path directives so nginx never touches /var/lib/nginx (may be unwritable or shared).
 nginx_temp_paths() {
@@ -344,10 +370,95 @@ routes:
     auth: none
     upstream: origin
 EOF
+# The full-policy route (POLICY=1): its own policy file, merged with bench.yaml. The public
+# key and the schema are copied next to it (paths relative to the policy file); the private
+# key stays in the fixtures and only `gateway token` reads it.
+KEYS_DIR="$ROOT/tests/fixtures/keys"
+ORDER_JSON="$TMP/order.json"
+if [ "$POLICY" != 0 ]; then
+    if [ ! -r "$KEYS_DIR/test-only-rsa-1.pub.pem" ] || [ ! -r "$KEYS_DIR/test-only-rsa-1.key.pem" ]; then
+        die "test-only RSA keys not found in $KEYS_DIR (POLICY=0 skips the full-policy route)"
+    fi
+    mkdir -p "$TMP/gateway/policies/keys" "$TMP/gateway/policies/schemas"
+    cp "$KEYS_DIR/test-only-rsa-1.pub.pem" "$TMP/gateway/policies/keys/bench-rsa.pub.pem"
+    # The order schema of `cargo bench --bench validate`, with two more typed properties.
+    cat >"$TMP/gateway/policies/schemas/order.json" <<'EOF'
+{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["email", "currency", "items"],
+  "additionalProperties": false,
+  "properties": {
+    "email": { "type": "string", "format": "email" },
+    "deliver_at": { "type": "string", "format": "date-time" },
+    "currency": { "type": "string", "enum": ["EUR", "USD", "GBP"] },
+    "total": { "type": "number", "minimum": 0 },
+    "items": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "$ref": "#/$defs/item" } }
+  },
+  "$defs": {
+    "item": {
+      "type": "object",
+      "required": ["sku", "quantity"],
+      "additionalProperties": false,
+      "properties": {
+        "sku": { "type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$" },
+        "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
+        "id": { "type": "string", "format": "uuid" },
+        "note": { "type": "string", "maxLength": 200 }
+      }
+    }
+  }
+}
+EOF
+    # A valid order of 1,024 bytes: items added while it stays within 1 KiB, then the last
+    # item's note lengthened to fill it.
+    order_doc() {   # $1: number of items, $2: characters added to the last note
+        local i items='' pad='' fill
+        printf -v fill '%*s' "${2:-0}" ''
+        for ((i = 0; i < $1; i++)); do
+            if [ "$i" -eq $(($1 - 1)) ]; then pad=${fill// /.}; fi
+            items+="${items:+,}{\"sku\":\"ABC-$(printf '%04d' "$i")\",\"quantity\":$((1 + i % 9)),\"id\":\"0b8f2a34-5a1e-4c8b-9d2a-1f2e3d4c5b6a\",\"note\":\"leave at the door$pad\"}"
+        done
+        printf '{"email":"buyer@example.com","deliver_at":"2026-11-21T10:00:00Z","currency":"EUR","total":129.5,"items":[%s]}' "$items"
+    }
+    n=1
+    while [ "$(order_doc $((n + 1)) | wc -c)" -le 1024 ]; do n=$((n + 1)); done
+    order_doc "$n" $((1024 - $(order_doc "$n" | wc -c))) >"$ORDER_JSON"
+    cat >"$TMP/gateway/policies/policy.yaml" <<EOF
+jwt_providers:
+  bench:
+    issuer: "https://bench.local/"
+    audiences: [bench-api]
+    algorithms: [RS256]
+    keys:
+      - { kid: bench-rsa, pem_file: keys/bench-rsa.pub.pem }
+routes:
+  - name: policy
+    match: { path: /orders, methods: [POST] }
+    auth: [jwt:bench]
+    upstream: origin
+    rate_limit: { key: consumer, limits: [ { requests: 1000000, per: 1s } ] }
+    request:
+      schema: schemas/order.json
+EOF
+fi
 # The gateway writes its pid file and upgrade socket under /tmp, named by listener port.
 EXTRA_FILES+=("/tmp/gateway-$GW_PORT.pid" "/tmp/gateway-upgrade-$GW_PORT.sock")
 "$GATEWAY_BIN" check -c "$TMP/gateway/gateway.yaml" >&2 \
     || die "gateway check failed$([ "$HTTPS" = 0 ] || echo ' (a gateway without TLS listeners? HTTPS=0 skips the HTTPS part)')"
+if [ "$POLICY" != 0 ]; then
+    # iss and aud come from the provider (its issuer and first audience), sub is the consumer.
+    TOKEN=$("$GATEWAY_BIN" token -c "$TMP/gateway/gateway.yaml" --provider bench --sub bench-user \
+        --kid bench-rsa --key "$KEYS_DIR/test-only-rsa-1.key.pem" --alg RS256 --ttl 1h) \
+        || die "gateway token failed"
+    cat >"$TMP/policy.lua" <<EOF
+-- POST a $(wc -c <"$ORDER_JSON")-byte order with an RS256 bearer token to the full-policy route.
+wrk.method = "POST"
+wrk.body = [==[$(cat "$ORDER_JSON")]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+EOF
+fi
 # RUST_LOG would override the configured level; make sure it does not. The log goes to a
 # directory of its own: the gateway watches the directory of gateway.yaml for changes, and a
 # log file written there would wake its reload watcher on every line.
@@ -381,6 +492,29 @@ if [ "$HTTPS" != 0 ]; then
     done
     log "ready: https nginx :$NGINX_TLS_PORT, gateway :$GW_TLS_PORT"
 fi
+if [ "$POLICY" != 0 ]; then
+    # The full-policy route: 200 for the valid order, 400 for an invalid one, 401 without a token.
+    post_order() {   # $1: body file; more: curl options. Prints the status code.
+        local file=$1
+        shift
+        curl -s -o "$TMP/policy-answer.txt" -D "$TMP/policy-headers.txt" -w '%{http_code}' --max-time 5 -X POST \
+            -H 'Content-Type: application/json' --data-binary "@$file" "$@" "http://127.0.0.1:$GW_PORT/orders" || true
+    }
+    sed 's/"quantity":1,/"quantity":0,/; s/"currency":"EUR"/"currency":"XXX"/' "$ORDER_JSON" >"$TMP/order-bad.json"
+    code=$(post_order "$ORDER_JSON" -H "Authorization: Bearer $TOKEN")
+    [ "$code" = 200 ] || die "full-policy route: valid order answered $code: $(head -c 500 "$TMP/policy-answer.txt")"
+    grep -qi '^RateLimit-Limit: 1000000' "$TMP/policy-headers.txt" \
+        || die "full-policy route: no RateLimit-Limit: 1000000 header (is the rate limit applied?)"
+    code=$(post_order "$TMP/order-bad.json" -H "Authorization: Bearer $TOKEN")
+    [ "$code" = 400 ] || die "full-policy route: invalid order answered $code (want 400): $(head -c 500 "$TMP/policy-answer.txt")"
+    POLICY_400=$(grep -o '"path":"[^"]*"' "$TMP/policy-answer.txt" | cut -d'"' -f4 | paste -sd, - || true)
+    code=$(post_order "$ORDER_JSON")
+    [ "$code" = 401 ] || die "full-policy route: no token answered $code (want 401)"
+    log "full-policy route: valid order 200 (with RateLimit-* headers), invalid order 400 ($POLICY_400), no token 401 ($(wc -c <"$ORDER_JSON")-byte body)"
+fi
+# Resident memory right after start (and the checks above), before any load.
+RSS_NGINX_START=$(proc_rss_kb "$NGINX_PID")
+RSS_GW_START=$(proc_rss_kb "$GW_PID")
 
 # ---------------------------------------------------------------- 5. load
 to_ms() {   # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
@@ -392,7 +526,7 @@ to_ms() {   # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
         else printf "%s", v }'
 }
 
-declare -A RPS P50 P99 ERRS CPU CPU_US WRK_N GW_N
+declare -A RPS P50 P99 ERRS NON2XX CPU CPU_US WRK_N GW_N
 WRK=(wrk)   # the wrk command; the full-handshake runs prefix it with env LD_PRELOAD=...
 
 gw_counted() {   # requests the gateway counted for the bench route so far
@@ -425,6 +559,7 @@ run_one() {   # $1: name, $2: URL, $3: pid of the server process under test; mor
     non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
     sockerr=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' <<<"$out")
     ERRS[$name]=$(( ${non2xx:-0} + ${sockerr:-0} ))
+    NON2XX[$name]=${non2xx:-0}
     [ -n "${RPS[$name]}" ] || die "could not parse wrk output for $name"
     # CPU used by the server under test, in percent of one core over the measured run ...
     CPU[$name]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN { printf "%.0f", 100 * d / hz / s }')
@@ -436,6 +571,7 @@ run_one() {   # $1: name, $2: URL, $3: pid of the server process under test; mor
 run_one direct "http://127.0.0.1:$UP_PORT/bench" "$UP_PID"
 run_one nginx "http://127.0.0.1:$NGINX_PORT/bench" "$NGINX_PID"
 run_one gateway "http://127.0.0.1:$GW_PORT/bench" "$GW_PID"
+[ "$POLICY" != 0 ] && run_one gateway_policy "http://127.0.0.1:$GW_PORT/orders" "$GW_PID" -s "$TMP/policy.lua"
 
 kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the run"
 GW_LOG_LINES=$(cat "$TMP/gateway-logs/stdout.log" "$TMP/gateway-logs/stderr.log" | wc -l)
@@ -695,6 +831,11 @@ C
     fi
 fi
 
+# Resident memory right after the load runs.
+kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the run"
+RSS_NGINX_END=$(proc_rss_kb "$NGINX_PID")
+RSS_GW_END=$(proc_rss_kb "$GW_PID")
+
 # ---------------------------------------------------------------- 6. report
 header() {
     printf '%-19s %12s %10s %10s %8s %12s %14s\n' target "requests/s" "p50 ms" "p99 ms" errors "server CPU%" "CPU us/request"
@@ -717,13 +858,26 @@ header
 for name in direct nginx gateway; do
     row "$name" "$name"
 done
+[ "$POLICY" != 0 ] && row "gateway full policy" gateway_policy
 echo
 awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${RPS[direct]}" 'BEGIN {
     printf "gateway/nginx requests/s ratio: %.2f\n", g / n
     printf "gateway/direct requests/s ratio: %.2f   nginx/direct: %.2f\n", g / d, n / d }'
+if [ "$POLICY" != 0 ]; then
+    awk -v p="${RPS[gateway_policy]}" -v n="${RPS[nginx]}" -v g="${RPS[gateway]}" \
+        -v pc="${CPU_US[gateway_policy]}" -v nc="${CPU_US[nginx]}" -v gc="${CPU_US[gateway]}" 'BEGIN {
+        printf "gateway full policy/nginx requests/s ratio: %.2f   CPU us/request ratio: %.2f\n", p / n, (nc > 0) ? pc / nc : 0
+        printf "gateway full policy/gateway requests/s ratio: %.2f   CPU us/request: +%.1f\n", p / g, pc - gc }'
+    echo "full policy: POST /orders, $(wc -c <"$ORDER_JSON")-byte JSON order, RS256 JWT (verified-token cache), rate limit by consumer (always admits), JSON Schema"
+    echo "  checked before the run: valid order 200 with RateLimit-* headers; invalid order 400 at $POLICY_400; no token 401"
+fi
 echo "server CPU% = CPU time of the process under test (all threads/workers) / wall time, 100 = one core;"
 echo "  direct = the upstream nginx; nginx and gateway = the proxy only (the upstream's CPU is not included)"
 echo "gateway: $GW_COUNTED requests counted by gateway_requests_total{route=\"all\"}; $GW_LOG_LINES log lines written at level $GATEWAY_LOG_LEVEL"
+after="the HTTP runs"; [ "$HTTPS" != 0 ] && after="the HTTP and HTTPS runs"
+echo "resident memory (VmRSS) after start -> after $after:"
+echo "  nginx proxy (master + $PROXY_THREADS workers): $(mib "$RSS_NGINX_START") -> $(mib "$RSS_NGINX_END")"
+echo "  gateway (one process):            $(mib "$RSS_GW_START") -> $(mib "$RSS_GW_END")"
 
 if [ "$HTTPS" != 0 ]; then
     echo
@@ -760,4 +914,7 @@ if [ "$HTTPS" != 0 ]; then
         printf ', full hs %s (%s)' "${GW_N[gateway_full]}" "${WRK_N[gateway_full]}"
     fi
     echo
+fi
+if [ "$POLICY" != 0 ] && [ "${NON2XX[gateway_policy]}" != 0 ]; then
+    die "gateway full policy: ${NON2XX[gateway_policy]} non-2xx answers (see $TMP/gateway-logs; KEEP_TMP=1 keeps them)"
 fi
