@@ -61,8 +61,8 @@ impl ProxyHttp for Gateway {
         let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
         ctx.tls = ssl.is_some();
         ctx.client_cert = ssl.and_then(|s| {
-            let cert = s.extension.get::<crate::tls::client::ClientCert>()?;
-            Some(Arc::new(cert.clone()))
+            let cert = s.extension.get::<Arc<crate::tls::client::ClientCert>>()?;
+            Some(cert.clone())
         });
         let mut outcome = screen(session, ctx).await;
         if ctx.span.is_none() && !ctx.traceparent.is_empty() {

@@ -81,10 +81,11 @@ pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Combines the verdicts of `limits` (same order). Refused: the limit that refuses longest
-/// decides `Retry-After` and the headers. Admitted: the limit with the fewest requests left.
-pub fn decide(limits: &[&Limit], verdicts: &[Verdict]) -> Option<Decision> {
-    let pairs = limits.iter().zip(verdicts);
+/// Combines the verdicts of `items`' limits (same order). Refused: the limit that refuses
+/// longest decides `Retry-After` and the headers. Admitted: the limit with the fewest
+/// requests left.
+pub fn decide(items: &[(&Limit, &str)], verdicts: &[Verdict]) -> Option<Decision> {
+    let pairs = items.iter().map(|(l, _)| l).zip(verdicts);
     let refused = pairs
         .clone()
         .filter(|(_, v)| !v.admitted)
@@ -151,12 +152,11 @@ impl Backend {
     /// Checks `items` (a limit and the client key it is applied to) together: all admit
     /// and are committed, or none is.
     pub async fn check(&self, items: &[(&Limit, &str)]) -> Result<Option<Decision>, StoreError> {
-        let limits: Vec<&Limit> = items.iter().map(|(l, _)| *l).collect();
         let verdicts = match self {
             Backend::Memory(_) => memory::check(items),
             Backend::Redis(r) => r.check(items).await?,
         };
-        Ok(decide(&limits, &verdicts))
+        Ok(decide(items, &verdicts))
     }
 }
 
@@ -187,7 +187,11 @@ mod tests {
     #[test]
     fn tightest_limit_and_longest_refusal() {
         let (a, b) = (limit(20), limit(5));
-        let d = decide(&[&a, &b], &[v(true, 19, 100), v(true, 2, 600)]).unwrap();
+        let d = decide(
+            &[(&a, "k"), (&b, "k")],
+            &[v(true, 19, 100), v(true, 2, 600)],
+        )
+        .unwrap();
         assert!(d.admitted);
         assert_eq!(
             d.headers,
@@ -197,7 +201,11 @@ mod tests {
                 reset: 1
             }
         );
-        let d = decide(&[&a, &b], &[v(false, 0, 2500), v(false, 0, 100)]).unwrap();
+        let d = decide(
+            &[(&a, "k"), (&b, "k")],
+            &[v(false, 0, 2500), v(false, 0, 100)],
+        )
+        .unwrap();
         assert!(!d.admitted);
         assert_eq!(d.retry_after, 3);
         assert_eq!(

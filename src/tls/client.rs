@@ -164,7 +164,8 @@ impl TlsAccept for Callbacks {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let cert = ClientCert::from_der(tls.peer_certificate_der()?)?;
+        // Stored as an `Arc` so that each request shares it instead of copying it.
+        let cert = Arc::new(ClientCert::from_der(tls.peer_certificate_der()?)?);
         Some(Arc::new(cert))
     }
 }

@@ -29,7 +29,6 @@ pub struct Pair {
     pub names: Vec<String>,
     /// Expiry, seconds since the Unix epoch.
     pub not_after: i64,
-    pub cert_path: PathBuf,
 }
 
 impl Pair {

@@ -78,6 +78,5 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Pair, String> {
         key: Arc::new(certified),
         names,
         not_after,
-        cert_path: cert_path.to_path_buf(),
     })
 }

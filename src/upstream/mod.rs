@@ -169,11 +169,6 @@ impl Upstream {
         .is_some()
     }
 
-    /// Picks a target, as for a first try.
-    pub fn select(&self, key: &[u8]) -> Option<Backend> {
-        self.select_for(key, &[])
-    }
-
     /// Feeds a try's outcome to the target's breaker.
     pub fn record(&self, target: &str, ok: bool) {
         if let Some(b) = self.breakers.get(target) {
@@ -265,7 +260,7 @@ mod tests {
         )
         .unwrap();
         let mut seen: Vec<String> = (0..4)
-            .map(|_| u.select(b"").unwrap().addr.to_string())
+            .map(|_| u.select_for(b"", &[]).unwrap().addr.to_string())
             .collect();
         seen.sort();
         seen.dedup();
@@ -282,9 +277,9 @@ mod tests {
             ),
         )
         .unwrap();
-        let a = u.select(b"client-a").unwrap();
+        let a = u.select_for(b"client-a", &[]).unwrap();
         for _ in 0..10 {
-            assert_eq!(u.select(b"client-a").unwrap(), a);
+            assert_eq!(u.select_for(b"client-a", &[]).unwrap(), a);
         }
     }
 
