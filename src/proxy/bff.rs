@@ -68,7 +68,7 @@ pub async fn answer(
         ResponseHeader::build(http::StatusCode::OK, Some(6)).map_err(|_| GatewayError::Internal)?;
     let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len());
-    let _ = head.insert_header("x-request-id", ctx.request_id.as_str());
+    let _ = head.insert_header("X-Request-Id", ctx.request_id.clone());
     if merged.partial {
         let _ = head.insert_header("x-gateway-partial", "true");
     }

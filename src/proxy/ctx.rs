@@ -5,6 +5,8 @@ use crate::error::GatewayError;
 use crate::ratelimit::RateHeaders;
 use crate::runtime::{Route, Snapshot};
 use crate::tls::client::ClientCert;
+use crate::upstream::Addr;
+use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,14 +18,15 @@ pub struct Ctx {
     /// The policy generation this request runs under, from its first phase to its last.
     pub snapshot: Arc<Snapshot>,
     pub started: Instant,
-    pub request_id: String,
-    pub traceparent: String,
+    /// `X-Request-Id` and `traceparent` as they go upstream and back (visible ASCII).
+    pub request_id: HeaderValue,
+    pub traceparent: HeaderValue,
     pub client_ip: Option<IpAddr>,
     /// Index into `snapshot.routes`.
     pub route: Option<usize>,
     /// Path parameter values, in the route pattern's order.
     pub params: Vec<String>,
-    pub target: Option<String>,
+    pub target: Option<Addr>,
     pub upstream_started: Option<Instant>,
     pub upstream_status: Option<u16>,
     /// A failure the gateway decided on; `fail_to_proxy` answers with it.
@@ -40,7 +43,7 @@ pub struct Ctx {
     pub client_cert: Option<Arc<ClientCert>>,
     /// Tries made so far, and the targets they went to.
     pub tries: u32,
-    pub tried: Vec<String>,
+    pub tried: Vec<Addr>,
     /// The current try's answer was refused for another try.
     pub retrying: bool,
     /// The next try replaces a stale pooled connection: not a new try.
@@ -55,8 +58,8 @@ impl Ctx {
         Ctx {
             snapshot,
             started: Instant::now(),
-            request_id: String::new(),
-            traceparent: String::new(),
+            request_id: HeaderValue::from_static(""),
+            traceparent: HeaderValue::from_static(""),
             client_ip: None,
             route: None,
             params: Vec::new(),
@@ -81,11 +84,16 @@ impl Ctx {
 
     /// The `traceparent` for an upstream request: the try's span as parent when tracing,
     /// else the client's (or a new) trace as it came.
-    pub fn upstream_traceparent(&self) -> String {
-        match &self.try_span {
-            Some(cx) => crate::telemetry::traceparent(cx),
-            None => self.traceparent.clone(),
-        }
+    pub fn upstream_traceparent(&self) -> HeaderValue {
+        self.try_span
+            .as_ref()
+            .and_then(|cx| HeaderValue::from_str(&crate::telemetry::traceparent(cx)).ok())
+            .unwrap_or_else(|| self.traceparent.clone())
+    }
+
+    /// The request id as text (for logs and error bodies).
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
     }
 
     pub fn route(&self) -> Option<&Route> {

@@ -11,8 +11,6 @@ use std::borrow::Cow;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Template values drawn from the client's request and its identity.
 pub struct RequestValues<'a> {
@@ -78,10 +76,15 @@ fn rewritten(client: &RequestHeader, ctx: &Ctx) -> Option<String> {
     }
 }
 
-fn set(req: &mut RequestHeader, name: &HeaderName, value: &str) {
+fn set(req: &mut RequestHeader, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        let _ = req.insert_header(name.clone(), v);
+        let _ = req.insert_header(name, v);
     }
+}
+
+/// A header value from text built for it (no copy); `None` if it is not a valid value.
+fn owned(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 
 /// Edits the request that goes upstream. `client` is the request as the client sent it.
@@ -94,42 +97,52 @@ pub fn upstream_request(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ct
     gateway_headers(client, up, ctx);
 }
 
+// Names are given as static title-case text: Pingora keeps each header's case for the
+// wire, and a `&'static str` is taken as that case without an allocation.
+const XFF: &str = "X-Forwarded-For";
+const XFP: &str = "X-Forwarded-Proto";
+const XFH: &str = "X-Forwarded-Host";
+
 /// The headers the gateway adds to every upstream request, proxied or made by itself
 /// (aggregate calls): forwarding, request id, trace, identity, and the route's edits.
 pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx) {
     let trusted = ctx
         .client_ip
         .is_some_and(|ip| ctx.snapshot.settings.is_trusted(ip));
-    let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let prior = |h: &HeaderName| {
         client
             .headers
             .get(h)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| trusted && !v.trim().is_empty())
+            .filter(|v| trusted && v.to_str().is_ok_and(|s| !s.trim().is_empty()))
     };
-    let xff = match prior(&X_FORWARDED_FOR) {
-        Some(p) => format!("{p}, {ip}"),
-        None => ip,
+    let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let xff = match prior(&X_FORWARDED_FOR).and_then(|p| p.to_str().ok()) {
+        Some(p) => owned(format!("{p}, {ip}")),
+        None => owned(ip),
     };
-    set(up, &X_FORWARDED_FOR, &xff);
-    let proto = if ctx.tls { "https" } else { "http" };
-    let proto = prior(&X_FORWARDED_PROTO).unwrap_or(proto).to_string();
-    set(up, &X_FORWARDED_PROTO, &proto);
-    let host = super::admit::absolute_authority(client).or_else(|| {
-        client
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    match prior(&X_FORWARDED_HOST).or(host) {
-        Some(h) => set(up, &X_FORWARDED_HOST, h),
+    if let Some(v) = xff {
+        let _ = up.insert_header(XFF, v);
+    }
+    let proto = match prior(&X_FORWARDED_PROTO) {
+        Some(p) => p.clone(),
+        None if ctx.tls => HeaderValue::from_static("https"),
+        None => HeaderValue::from_static("http"),
+    };
+    let _ = up.insert_header(XFP, proto);
+    let host = match super::admit::absolute_authority(client) {
+        Some(a) => HeaderValue::from_str(a).ok(),
+        None => client.headers.get(http::header::HOST).cloned(),
+    };
+    match prior(&X_FORWARDED_HOST).cloned().or(host) {
+        Some(h) => {
+            let _ = up.insert_header(XFH, h);
+        }
         None => {
             up.remove_header(&X_FORWARDED_HOST);
         }
     }
-    set(up, &X_REQUEST_ID, &ctx.request_id);
-    set(up, &TRACEPARENT, &ctx.upstream_traceparent());
+    let _ = up.insert_header("X-Request-Id", ctx.request_id.clone());
+    let _ = up.insert_header("Traceparent", ctx.upstream_traceparent());
     identity_headers(up, ctx);
     if let Some(route) = ctx.route() {
         for h in &route.remove_headers {
@@ -140,8 +153,6 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
         }
     }
 }
-
-static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 
 /// Identity headers: whatever the client sent under these names is removed, then the
 /// gateway's own values are set. An API key is not forwarded upstream.
@@ -154,12 +165,14 @@ fn identity_headers(up: &mut RequestHeader, ctx: &Ctx) {
         return;
     };
     if let Some(c) = &id.consumer {
-        set(up, &X_CONSUMER_ID, c);
+        set(up, "X-Consumer-Id", c);
     }
     if let (Some(p), Some(claims)) = (&id.provider, &id.claims) {
         for (claim, header) in &p.forward_claims {
             if let Some(v) = claims.get(claim).and_then(crate::auth::jwt::claim_string) {
-                set(up, header, &v);
+                if let Some(v) = owned(v) {
+                    let _ = up.insert_header(header.clone(), v);
+                }
             }
         }
     }
@@ -211,21 +224,32 @@ const HOP_BY_HOP: [&str; 6] = [
 /// Edits the response that goes to the client.
 pub fn client_response(resp: &mut ResponseHeader, ctx: &Ctx) {
     if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
-        let nominated: Vec<String> = resp
+        // One pass over the (few) response headers; most responses carry none of these,
+        // and then nothing is removed or allocated.
+        let mut gone: Vec<HeaderName> = resp
+            .headers
+            .keys()
+            .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let nominated = resp
             .headers
             .get_all(http::header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
-            .collect();
-        for h in nominated.iter().map(String::as_str).chain(HOP_BY_HOP) {
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok());
+        gone.extend(nominated);
+        for h in &gone {
             resp.remove_header(h);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        let _ = resp.insert_header(X_REQUEST_ID.clone(), v);
-    }
+    let _ = resp.insert_header("X-Request-Id", ctx.request_id.clone());
     super::throttle::add_headers(resp, ctx);
 }

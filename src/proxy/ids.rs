@@ -1,31 +1,49 @@
 //! Request identity headers: `X-Request-Id` and W3C `traceparent`.
 
+use bytes::Bytes;
 use http::HeaderValue;
 
-/// The client's request id when it is 1–128 visible ASCII characters, otherwise a new one.
-pub fn request_id(client: Option<&HeaderValue>) -> String {
+/// A generated id as a header value; the text is ASCII hex, so the conversion cannot fail.
+fn value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(text)).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The client's request id when it is 1–128 visible ASCII characters (kept as sent, no
+/// copy), otherwise a new one.
+pub fn request_id(client: Option<&HeaderValue>) -> HeaderValue {
     match client {
         Some(v)
             if (1..=128).contains(&v.len())
                 && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)) =>
         {
-            // Checked above: visible ASCII is valid UTF-8.
-            String::from_utf8_lossy(v.as_bytes()).into_owned()
+            v.clone()
         }
-        _ => uuid::Uuid::new_v4().simple().to_string(),
+        _ => value(uuid::Uuid::new_v4().simple().to_string()),
     }
 }
 
 /// The client's `traceparent` when well-formed (version 00), otherwise a new trace.
-pub fn traceparent(client: Option<&HeaderValue>) -> String {
-    if let Some(v) = client.and_then(|v| v.to_str().ok()) {
-        if valid_traceparent(v) {
-            return v.to_ascii_lowercase();
+pub fn traceparent(client: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = client.filter(|v| v.to_str().is_ok_and(valid_traceparent)) {
+        if v.as_bytes().iter().any(u8::is_ascii_uppercase) {
+            return value(v.to_str().unwrap_or_default().to_ascii_lowercase());
         }
+        return v.clone();
     }
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    format!("00-{trace}-{span}-01")
+    // "00-" 32 hex "-" 16 hex "-01", neither id all zeros.
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex(&mut text[3..35], rand::random::<u128>().max(1));
+    hex(&mut text[36..52], u128::from(rand::random::<u64>().max(1)));
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Writes the low `out.len()` hex digits of `n` into `out`, most significant first.
+fn hex(out: &mut [u8], mut n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+    }
 }
 
 fn valid_traceparent(v: &str) -> bool {
@@ -50,6 +68,12 @@ mod tests {
         assert_eq!(request_id(Some(&ok)), "abc-123");
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
         assert_eq!(request_id(Some(&long)).len(), 32);
+        let upper =
+            HeaderValue::from_static("00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01");
+        assert_eq!(
+            traceparent(Some(&upper)),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
         let space = HeaderValue::from_static("a b");
         assert_ne!(request_id(Some(&space)), "a b");
         assert_eq!(request_id(None).len(), 32);
@@ -61,7 +85,7 @@ mod tests {
         assert_eq!(traceparent(Some(&HeaderValue::from_static(ok))), ok);
         let zero = "00-00000000000000000000000000000000-b7ad6b7169203331-01";
         let new = traceparent(Some(&HeaderValue::from_static(zero)));
-        assert!(valid_traceparent(&new) && new != zero);
-        assert!(valid_traceparent(&traceparent(None)));
+        assert!(valid_traceparent(new.to_str().unwrap()) && new != zero);
+        assert!(valid_traceparent(traceparent(None).to_str().unwrap()));
     }
 }

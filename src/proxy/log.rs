@@ -17,14 +17,14 @@ pub fn finish(session: &Session, ctx: &Ctx, status: u16) {
         .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "access",
-        request_id = %ctx.request_id,
+        request_id = ctx.request_id(),
         route,
         method,
         path = session.req_header().uri.path(),
         status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         upstream = ctx.upstream_name().unwrap_or(""),
-        upstream_target = ctx.target.as_deref().unwrap_or(""),
+        upstream_target = %ctx.target.as_ref().map(ToString::to_string).unwrap_or_default(),
         bytes_sent = session.body_bytes_sent(),
         client_ip = ctx.client_ip.map(|i| i.to_string()).unwrap_or_default(),
     );

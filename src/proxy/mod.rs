@@ -67,8 +67,11 @@ impl ProxyHttp for Gateway {
         let mut outcome = screen(session, ctx).await;
         if ctx.span.is_none() && !ctx.traceparent.is_empty() {
             let req = session.req_header();
-            ctx.span =
-                crate::telemetry::request(&ctx.traceparent, req.method.as_str(), req.uri.path());
+            ctx.span = crate::telemetry::request(
+                ctx.traceparent.to_str().unwrap_or_default(),
+                req.method.as_str(),
+                req.uri.path(),
+            );
         }
         if outcome.is_ok() {
             if let Some(agg) = ctx.route().and_then(|r| r.aggregate.clone()) {
@@ -116,10 +119,9 @@ impl ProxyHttp for Gateway {
         let Some(backend) = upstream.select_for(&key, &ctx.tried) else {
             return Err(gateway_failure(ctx, GatewayError::UpstreamUnavailable));
         };
-        let target = backend.addr.to_string();
         retry::count_retry(ctx);
-        ctx.tried.push(target.clone());
-        ctx.target = Some(target);
+        ctx.tried.push(backend.addr.clone());
+        ctx.target = Some(backend.addr.clone());
         ctx.upstream_status = None;
         ctx.upstream_started = Some(Instant::now());
         if let Some(cx) = &ctx.span {
@@ -297,7 +299,7 @@ impl ProxyHttp for Gateway {
             req.method,
             req.uri.path(),
             ctx.route_name(),
-            ctx.request_id
+            ctx.request_id()
         )
     }
 

@@ -21,14 +21,14 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
     {
         session.set_keepalive(None);
     }
-    let r = err.to_response(&ctx.request_id);
+    let r = err.to_response(ctx.request_id());
     let status = r.status.as_u16();
     let Ok(mut head) = ResponseHeader::build(r.status, Some(5)) else {
         return status;
     };
     let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = head.insert_header(http::header::CONTENT_LENGTH, r.body.len());
-    let _ = head.insert_header("x-request-id", ctx.request_id.as_str());
+    let _ = head.insert_header("X-Request-Id", ctx.request_id.clone());
     for (k, v) in r.headers {
         let _ = head.insert_header(k, v);
     }

@@ -65,7 +65,7 @@ pub fn stale_connection(session: &Session, upstream_reused: bool, ctx: &Ctx) -> 
 pub fn record(ctx: &Ctx, ok: bool) {
     if let (Some(up), Some(target)) = (
         ctx.route().and_then(|r| r.upstream.as_ref()),
-        ctx.target.as_deref(),
+        ctx.target.as_ref(),
     ) {
         up.record(target, ok);
     }

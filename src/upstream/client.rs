@@ -86,7 +86,7 @@ pub async fn send(
     max_body: usize,
 ) -> Result<Answer, CallError> {
     let may_repeat = super::retry::idempotent(&req.method, &req.headers);
-    let mut tried: Vec<String> = Vec::new();
+    let mut tried: Vec<super::Addr> = Vec::new();
     loop {
         if let Some(policy) = &upstream.retry {
             match tried.len() {
@@ -102,7 +102,7 @@ pub async fn send(
         let backend = upstream
             .select_for(key, &tried)
             .ok_or(CallError::Unavailable)?;
-        let target = backend.addr.to_string();
+        let target = backend.addr.clone();
         let result = try_once(upstream, &backend, req, body.clone(), max_body).await;
         let failed = match &result {
             Ok(a) => super::retry::retryable_status(a.header.status.as_u16()),

@@ -9,6 +9,8 @@ mod tls;
 
 use crate::config::policy::{Balance, UpstreamDef};
 use crate::config::values::ClientKey;
+/// A target's address, as the balancer knows it.
+pub use pingora_core::protocols::l4::socket::SocketAddr as Addr;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, LoadBalancer};
@@ -37,7 +39,8 @@ pub struct Upstream {
     tls: Option<Tls>,
     pub retry: Option<retry::RetryPolicy>,
     /// One breaker per target address (with `circuit_breaker`).
-    breakers: HashMap<String, breaker::Breaker>,
+    /// Keyed by target address (no formatting per request).
+    breakers: HashMap<Addr, breaker::Breaker>,
     /// When active health checks last ran (with `health_check`).
     pub health: Option<health::Schedule>,
 }
@@ -95,9 +98,9 @@ impl Upstream {
                 Balancer::Consistent(lb) => lb.backends().get_backend(),
             };
             for b in backends.iter() {
-                let addr = b.addr.to_string();
-                let breaker = breaker::Breaker::new(name, &addr, cb.failures, cb.open_for.0);
-                breakers.insert(addr, breaker);
+                let label = b.addr.to_string();
+                let breaker = breaker::Breaker::new(name, &label, cb.failures, cb.open_for.0);
+                breakers.insert(b.addr.clone(), breaker);
             }
         }
         Ok(Upstream {
@@ -140,18 +143,15 @@ impl Upstream {
     /// Picks a healthy target whose breaker lets the request through, preferring one not in
     /// `tried` (the targets earlier tries of this request went to); `key` matters only for
     /// consistent hashing. `None`: no target can take the request now.
-    pub fn select_for(&self, key: &[u8], tried: &[String]) -> Option<Backend> {
-        // Without breakers nothing is looked up (no per-request address formatting).
+    pub fn select_for(&self, key: &[u8], tried: &[Addr]) -> Option<Backend> {
         let admit = |b: &Backend| {
             self.breakers.is_empty()
                 || self
                     .breakers
-                    .get(&b.addr.to_string())
+                    .get(&b.addr)
                     .is_none_or(breaker::Breaker::admit)
         };
-        let fresh = |b: &Backend, healthy: bool| {
-            healthy && !tried.iter().any(|t| *t == b.addr.to_string()) && admit(b)
-        };
+        let fresh = |b: &Backend, healthy: bool| healthy && !tried.contains(&b.addr) && admit(b);
         self.select_with(key, fresh)
             .or_else(|| self.select_with(key, |b, healthy| healthy && admit(b)))
     }
@@ -160,17 +160,13 @@ impl Upstream {
     /// taking a half-open probe.
     pub fn available(&self) -> bool {
         self.select_with(b"", |b, healthy| {
-            healthy
-                && self
-                    .breakers
-                    .get(&b.addr.to_string())
-                    .is_none_or(|br| !br.is_open())
+            healthy && self.breakers.get(&b.addr).is_none_or(|br| !br.is_open())
         })
         .is_some()
     }
 
     /// Feeds a try's outcome to the target's breaker.
-    pub fn record(&self, target: &str, ok: bool) {
+    pub fn record(&self, target: &Addr, ok: bool) {
         if let Some(b) = self.breakers.get(target) {
             match ok {
                 true => b.success(),
