@@ -3,12 +3,28 @@
 #   1. directly,
 #   2. through nginx as a keepalive reverse proxy,
 #   3. through the gateway (one `/*` route, auth: none),
+#   3a. (FLOOR=1, the default) through bare Pingora (examples/bare_pingora.rs: Pingora's HTTP
+#      proxy with nothing of the gateway in it, same thread count): the floor under the
+#      gateway, so that what the gateway itself adds per request shows,
 #   3b. (POLICY=1, the default) through a second route of the same gateway process with the
 #      full policy chain: POST /orders with an RS256 JWT (`gateway token`, fixture key), a
 #      rate limit keyed by consumer that always admits, and a JSON Schema check of a ~1 KiB
 #      order body (wrk with a Lua script),
-# with the same wrk command, then prints requests/s, p50, p99 and the gateway/nginx ratio,
-# and the resident memory (VmRSS) of nginx and the gateway after start and after the load.
+# with the same wrk command, then prints requests/s, p50, p99 and the gateway/nginx and
+# gateway/pingora ratios, and the resident memory (VmRSS) of nginx, the gateway and bare
+# Pingora after start and after the load.
+# Then, still over plain HTTP:
+#   - (AGG=1, the default) aggregation latency: a route GET /dashboard whose `aggregate`
+#     makes three concurrent calls to the upstream (/agg/a, /agg/b, /agg/c, small JSON
+#     answers) and nests the answers; measured with one wrk connection (wrk -t1 -c1): the
+#     three calls directly and /dashboard through the gateway, p50 and p99, and what the
+#     gateway adds at p50 over the slowest single call;
+#   - (KEYS=1000000, the default) memory with many rate-limit keys: a route GET /keys with a
+#     limit keyed by header X-Key (10 per hour, memory backend), driven by wrk with a Lua
+#     script that sends a new X-Key per request until the gateway holds KEYS keys
+#     (gauge gateway_rate_limit_keys); prints the gateway's VmRSS before and after, and the
+#     bytes per key. This runs last of the HTTP part: the keys stay in the gateway (a 1 h
+#     window keeps them from being swept) during the HTTPS runs.
 # Then (HTTPS=1, the default) the same over TLS: a second nginx server and a second gateway
 # listener terminate TLS with one self-signed EC P-256 certificate, measured
 #   4. with keep-alive (requests over established TLS connections),
@@ -35,11 +51,18 @@
 #   KEEP_TMP=1        keep the temp dir (configs, logs) for inspection
 #   HTTPS=0           skip the HTTPS part (default 1)
 #   POLICY=0          skip the full-policy route (JWT + rate limit + schema) (default 1)
+#   FLOOR=0           skip the bare Pingora row (default 1; needs target/release/examples/bare_pingora,
+#                     built by this script unless SKIP_BUILD or GATEWAY_BIN is set)
+#   AGG=0             skip the aggregation latency runs (default 1)
+#   AGG_CONNECTIONS=1 wrk connections of the aggregation runs (one wrk thread)
+#   KEYS=1000000      rate-limit keys to fill the gateway with (0: skip that part)
+#   KEYS_TIME_CAP=300 at most this many seconds of wrk to fill them (then what was reached is shown)
 #   TLS_COUNT=0       skip the resumption count of the HTTPS part (default 1)
 #   FULL_HANDSHAKE=0  skip the HTTPS runs where wrk is made not to resume sessions (default 1)
 #
 # Every process it starts runs in the foreground of a child (nginx with `daemon off;`), is
-# recorded by pid and stopped on exit. Everything listens on 127.0.0.1 only.
+# recorded by pid and stopped on exit (SIGTERM; bare Pingora SIGINT, its fast shutdown).
+# Everything listens on 127.0.0.1 only.
 
 set -euo pipefail
 
@@ -54,6 +77,11 @@ HTTPS=${HTTPS:-1}
 TLS_COUNT=${TLS_COUNT:-1}
 FULL_HANDSHAKE=${FULL_HANDSHAKE:-1}
 POLICY=${POLICY:-1}
+FLOOR=${FLOOR:-1}
+AGG=${AGG:-1}
+AGG_CONNECTIONS=${AGG_CONNECTIONS:-1}
+KEYS=${KEYS:-1000000}
+KEYS_TIME_CAP=${KEYS_TIME_CAP:-300}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,9 +90,17 @@ if [ -n "${GATEWAY_BIN:-}" ]; then
 else
     GATEWAY_BIN="$ROOT/target/release/gateway"
 fi
+# The floor is always looked for at its default place (also with GATEWAY_BIN).
+BARE_BIN="$ROOT/target/release/examples/bare_pingora"
 
 log() { printf '[load] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+for v in AGG_CONNECTIONS KEYS KEYS_TIME_CAP; do
+    case "${!v}" in '' | *[!0-9]*) die "$v must be a number (got '${!v}')" ;; esac
+done
+[ "$AGG_CONNECTIONS" -ge 1 ] || die "AGG_CONNECTIONS must be at least 1"
+[ "$KEYS" = 0 ] || [ "$KEYS" -ge "$WRK_THREADS" ] || die "KEYS must be 0 or at least WRK_THREADS"
 
 # ---------------------------------------------------------------- tools
 as_root() {
@@ -101,13 +137,14 @@ command -v cargo >/dev/null 2>&1 || [ -n "${SKIP_BUILD:-}" ] || die "cargo not f
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gateway-load.XXXXXX")
 PIDS=()
 EXTRA_FILES=()
+declare -A STOP_SIGNAL=()   # pid -> signal that stops it now (default TERM)
 
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     local pid
     for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
+        kill -"${STOP_SIGNAL[$pid]:-TERM}" "$pid" 2>/dev/null || true
     done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 1 50); do   # at most 5 s each, then SIGKILL
@@ -232,11 +269,19 @@ start_nginx() {   # $1: dir holding nginx.conf
 
 # ---------------------------------------------------------------- 1. build
 if [ -z "${SKIP_BUILD:-}" ]; then
-    log "cargo build --release (timeout ${BUILD_TIMEOUT}s)"
-    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --quiet --bin gateway) \
+    BUILD_TARGETS=(--bin gateway)
+    [ "$FLOOR" != 0 ] && BUILD_TARGETS+=(--example bare_pingora)
+    log "cargo build --release ${BUILD_TARGETS[*]} (timeout ${BUILD_TIMEOUT}s)"
+    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --quiet "${BUILD_TARGETS[@]}") \
         || die "cargo build --release failed"
 fi
 [ -x "$GATEWAY_BIN" ] || die "$GATEWAY_BIN not found"
+FLOOR_NOTE=
+if [ "$FLOOR" != 0 ] && [ ! -x "$BARE_BIN" ]; then
+    FLOOR_NOTE="pingora (bare): skipped, $BARE_BIN not found (cargo build --release --example bare_pingora)"
+    log "$FLOOR_NOTE"
+    FLOOR=0
+fi
 
 # When run as root, nginx workers run as an unprivileged user: let them traverse the temp dir.
 [ "$(id -u)" -eq 0 ] && chmod 755 "$TMP"
@@ -245,6 +290,7 @@ free_port UP_PORT
 free_port NGINX_PORT
 free_port GW_PORT
 free_port ADMIN_PORT
+[ "$FLOOR" != 0 ] && free_port FLOOR_PORT
 if [ "$HTTPS" != 0 ]; then
     free_port NGINX_TLS_PORT
     free_port GW_TLS_PORT
@@ -278,6 +324,10 @@ http {
     server {
         listen 127.0.0.1:$UP_PORT;
         location / { return 200 "ok\n"; }
+        # The aggregation part's three calls (AGG=1): small JSON answers.
+        location = /agg/a { default_type application/json; return 200 '{"a":1,"name":"alpha"}'; }
+        location = /agg/b { default_type application/json; return 200 '{"b":2,"name":"beta"}'; }
+        location = /agg/c { default_type application/json; return 200 '{"c":3,"name":"gamma"}'; }
     }
 }
 EOF
@@ -359,17 +409,42 @@ threads: $PROXY_THREADS
 log: { level: $GATEWAY_LOG_LEVEL, format: json }
 shutdown_grace: 1s
 EOF
-cat >"$TMP/gateway/policies/bench.yaml" <<EOF
-upstreams:
-  origin:
-    targets: ["127.0.0.1:$UP_PORT"]
-    timeouts: { connect: 1s, read: 5s }
+if [ "$KEYS" != 0 ]; then
+    # Room for every key of the rate-limit keys part (max_keys is per limit; the memory
+    # backend is the default and allocates as keys arrive).
+    echo "rate_limit_store: { max_keys: $((KEYS > 2000000 ? KEYS : 2000000)) }" >>"$TMP/gateway/gateway.yaml"
+fi
+sed "s/@UPSTREAM@/127.0.0.1:$UP_PORT/" "$ROOT/benches/fixtures/bench.yaml" >"$TMP/gateway/policies/bench.yaml"
+# The aggregation route (AGG=1): three concurrent calls to the upstream, answers nested
+# under the call names: {"a":{"a":1,...},"b":{...},"c":{...}}.
+if [ "$AGG" != 0 ]; then
+    cat >"$TMP/gateway/policies/aggregate.yaml" <<'EOF'
 routes:
-  - name: all
-    match: { path: "/*" }
+  - name: agg
+    match: { path: /dashboard, methods: [GET] }
+    auth: none
+    aggregate:
+      timeout: 2s
+      calls:
+        - { name: a, upstream: origin, path: /agg/a, required: true }
+        - { name: b, upstream: origin, path: /agg/b, required: true }
+        - { name: c, upstream: origin, path: /agg/c, required: true }
+      merge: nest
+EOF
+fi
+# The rate-limit keys route (KEYS>0): 10 requests per hour per X-Key value. A key that has
+# been used holds state (it is not back to "fresh") for 6 minutes per request, so the
+# background sweep does not evict it while the part runs.
+if [ "$KEYS" != 0 ]; then
+    cat >"$TMP/gateway/policies/keys.yaml" <<'EOF'
+routes:
+  - name: keys
+    match: { path: /keys }
     auth: none
     upstream: origin
+    rate_limit: { key: "header:X-Key", limits: [ { requests: 10, per: 1h } ] }
 EOF
+fi
 # The full-policy route (POLICY=1): its own policy file, merged with bench.yaml. The public
 # key and the schema are copied next to it (paths relative to the policy file); the private
 # key stays in the fixtures and only `gateway token` reads it.
@@ -381,66 +456,12 @@ if [ "$POLICY" != 0 ]; then
     fi
     mkdir -p "$TMP/gateway/policies/keys" "$TMP/gateway/policies/schemas"
     cp "$KEYS_DIR/test-only-rsa-1.pub.pem" "$TMP/gateway/policies/keys/bench-rsa.pub.pem"
-    # The order schema of `cargo bench --bench validate`, with two more typed properties.
-    cat >"$TMP/gateway/policies/schemas/order.json" <<'EOF'
-{
-  "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "type": "object",
-  "required": ["email", "currency", "items"],
-  "additionalProperties": false,
-  "properties": {
-    "email": { "type": "string", "format": "email" },
-    "deliver_at": { "type": "string", "format": "date-time" },
-    "currency": { "type": "string", "enum": ["EUR", "USD", "GBP"] },
-    "total": { "type": "number", "minimum": 0 },
-    "items": { "type": "array", "minItems": 1, "maxItems": 1000, "items": { "$ref": "#/$defs/item" } }
-  },
-  "$defs": {
-    "item": {
-      "type": "object",
-      "required": ["sku", "quantity"],
-      "additionalProperties": false,
-      "properties": {
-        "sku": { "type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$" },
-        "quantity": { "type": "integer", "minimum": 1, "maximum": 100 },
-        "id": { "type": "string", "format": "uuid" },
-        "note": { "type": "string", "maxLength": 200 }
-      }
-    }
-  }
-}
-EOF
-    # A valid order of 1,024 bytes: items added while it stays within 1 KiB, then the last
-    # item's note lengthened to fill it.
-    order_doc() {   # $1: number of items, $2: characters added to the last note
-        local i items='' pad='' fill
-        printf -v fill '%*s' "${2:-0}" ''
-        for ((i = 0; i < $1; i++)); do
-            if [ "$i" -eq $(($1 - 1)) ]; then pad=${fill// /.}; fi
-            items+="${items:+,}{\"sku\":\"ABC-$(printf '%04d' "$i")\",\"quantity\":$((1 + i % 9)),\"id\":\"0b8f2a34-5a1e-4c8b-9d2a-1f2e3d4c5b6a\",\"note\":\"leave at the door$pad\"}"
-        done
-        printf '{"email":"buyer@example.com","deliver_at":"2026-11-21T10:00:00Z","currency":"EUR","total":129.5,"items":[%s]}' "$items"
-    }
-    n=1
-    while [ "$(order_doc $((n + 1)) | wc -c)" -le 1024 ]; do n=$((n + 1)); done
-    order_doc "$n" $((1024 - $(order_doc "$n" | wc -c))) >"$ORDER_JSON"
-    cat >"$TMP/gateway/policies/policy.yaml" <<EOF
-jwt_providers:
-  bench:
-    issuer: "https://bench.local/"
-    audiences: [bench-api]
-    algorithms: [RS256]
-    keys:
-      - { kid: bench-rsa, pem_file: keys/bench-rsa.pub.pem }
-routes:
-  - name: policy
-    match: { path: /orders, methods: [POST] }
-    auth: [jwt:bench]
-    upstream: origin
-    rate_limit: { key: consumer, limits: [ { requests: 1000000, per: 1s } ] }
-    request:
-      schema: schemas/order.json
-EOF
+    # The order schema of `cargo bench --bench validate` with two more typed properties, a
+    # valid order of exactly 1,024 bytes (8 items) and the policy file (JWT provider `bench`,
+    # route `policy`): benches/fixtures/, shared with benches/profile.sh.
+    cp "$ROOT/benches/fixtures/order-schema.json" "$TMP/gateway/policies/schemas/order.json"
+    cp "$ROOT/benches/fixtures/order-1k.json" "$ORDER_JSON"
+    cp "$ROOT/benches/fixtures/policy.yaml" "$TMP/gateway/policies/policy.yaml"
 fi
 # The gateway writes its pid file and upgrade socket under /tmp, named by listener port.
 EXTRA_FILES+=("/tmp/gateway-$GW_PORT.pid" "/tmp/gateway-upgrade-$GW_PORT.sock")
@@ -467,6 +488,16 @@ env -u RUST_LOG "$GATEWAY_BIN" run -c "$TMP/gateway/gateway.yaml" \
     >"$TMP/gateway-logs/stdout.log" 2>"$TMP/gateway-logs/stderr.log" &
 PIDS+=($!)
 GW_PID=$!
+if [ "$FLOOR" != 0 ]; then
+    # Pingora stops on SIGTERM only after its grace period (5 minutes by default): SIGINT
+    # is its fast shutdown. Its pid file and upgrade socket are named by its pid.
+    "$BARE_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" "$PROXY_THREADS" \
+        >"$TMP/gateway-logs/bare-pingora.log" 2>&1 &
+    PIDS+=($!)
+    FLOOR_PID=$!
+    STOP_SIGNAL[$FLOOR_PID]=INT
+    EXTRA_FILES+=("/tmp/bare-pingora-$FLOOR_PID.pid" "/tmp/bare-pingora-$FLOOR_PID.sock")
+fi
 
 # ---------------------------------------------------------------- readiness
 wait_200 "http://127.0.0.1:$UP_PORT/" "$UP_PID" 15 \
@@ -475,11 +506,17 @@ wait_200 "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID" 15 \
     || { cat "$TMP/nginx/logs/error.log" >&2 || true; die "proxy nginx did not start"; }
 wait_200 "http://127.0.0.1:$ADMIN_PORT/readyz" "$GW_PID" 30 \
     || { tail -n 20 "$TMP/gateway-logs/stdout.log" "$TMP/gateway-logs/stderr.log" >&2 || true; die "gateway not ready"; }
-for port in "$UP_PORT" "$NGINX_PORT" "$GW_PORT"; do
+READY_PORTS=("$UP_PORT" "$NGINX_PORT" "$GW_PORT")
+if [ "$FLOOR" != 0 ]; then
+    wait_200 "http://127.0.0.1:$FLOOR_PORT/bench" "$FLOOR_PID" 15 \
+        || { tail -n 20 "$TMP/gateway-logs/bare-pingora.log" >&2 || true; die "bare pingora did not start"; }
+    READY_PORTS+=("$FLOOR_PORT")
+fi
+for port in "${READY_PORTS[@]}"; do
     body=$(curl -s --max-time 2 "http://127.0.0.1:$port/bench") || die "no answer on port $port"
     [ "$body" = ok ] || die "unexpected answer on port $port: $body"
 done
-log "ready: upstream :$UP_PORT, nginx :$NGINX_PORT, gateway :$GW_PORT (admin :$ADMIN_PORT)"
+log "ready: upstream :$UP_PORT, nginx :$NGINX_PORT, gateway :$GW_PORT (admin :$ADMIN_PORT)$([ "$FLOOR" = 0 ] || echo ", bare pingora :$FLOOR_PORT")"
 if [ "$HTTPS" != 0 ]; then
     # The gateway is ready (all listeners are up); nginx's TLS server starts with its plain one.
     # curl verifies the certificate (IP SAN 127.0.0.1) against the generated one.
@@ -512,9 +549,28 @@ if [ "$POLICY" != 0 ]; then
     [ "$code" = 401 ] || die "full-policy route: no token answered $code (want 401)"
     log "full-policy route: valid order 200 (with RateLimit-* headers), invalid order 400 ($POLICY_400), no token 401 ($(wc -c <"$ORDER_JSON")-byte body)"
 fi
+if [ "$AGG" != 0 ]; then
+    # The aggregation route: 200 and every call's answer nested under its name.
+    code=$(curl -s -o "$TMP/agg-answer.txt" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$GW_PORT/dashboard" || true)
+    [ "$code" = 200 ] || die "aggregation route: GET /dashboard answered $code: $(head -c 500 "$TMP/agg-answer.txt")"
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+want = {"a": {"a": 1, "name": "alpha"}, "b": {"b": 2, "name": "beta"}, "c": {"c": 3, "name": "gamma"}}
+sys.exit(0 if d == want else 1)' "$TMP/agg-answer.txt" \
+            || die "aggregation route: unexpected body: $(head -c 500 "$TMP/agg-answer.txt")"
+    else
+        for part in '"a":{"a":1,"name":"alpha"}' '"b":{"b":2,"name":"beta"}' '"c":{"c":3,"name":"gamma"}'; do
+            grep -qF "$part" "$TMP/agg-answer.txt" \
+                || die "aggregation route: no $part in the body: $(head -c 500 "$TMP/agg-answer.txt")"
+        done
+    fi
+    log "aggregation route: GET /dashboard 200, $(wc -c <"$TMP/agg-answer.txt") bytes: $(head -c 200 "$TMP/agg-answer.txt")"
+fi
 # Resident memory right after start (and the checks above), before any load.
 RSS_NGINX_START=$(proc_rss_kb "$NGINX_PID")
 RSS_GW_START=$(proc_rss_kb "$GW_PID")
+[ "$FLOOR" != 0 ] && RSS_FLOOR_START=$(proc_rss_kb "$FLOOR_PID")
 
 # ---------------------------------------------------------------- 5. load
 to_ms() {   # wrk latency such as 812.00us, 1.23ms, 2.01s -> milliseconds
@@ -534,17 +590,22 @@ gw_counted() {   # requests the gateway counted for the bench route so far
         | awk '/^gateway_requests_total\{/ && /route="all"/ { s += $NF } END { printf "%.0f", s }'
 }
 
+# run_one uses -t$WRK_THREADS -c$CONNECTIONS; a call may set RUN_THREADS and RUN_CONNECTIONS
+# (`RUN_THREADS=1 RUN_CONNECTIONS=1 run_one ...`) for other values in that run only.
+RUN_THREADS=
+RUN_CONNECTIONS=
 run_one() {   # $1: name, $2: URL, $3: pid of the server process under test; more: wrk options
     local name=$1 url=$2 pid=$3 out t0 t1 n0=0 n1=0
+    local threads=${RUN_THREADS:-$WRK_THREADS} conns=${RUN_CONNECTIONS:-$CONNECTIONS}
     shift 3
     if [ "$WARMUP" -gt 0 ]; then
         log "$name: warm-up ${WARMUP}s"
-        timeout $((WARMUP + 30)) "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null
+        timeout $((WARMUP + 30)) "${WRK[@]}" -t"$threads" -c"$conns" -d"${WARMUP}s" "$@" "$url" >/dev/null
     fi
-    log "$name: wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency $* $url"
+    log "$name: wrk -t$threads -c$conns -d${DURATION}s --latency $* $url"
     [ "$pid" = "$GW_PID" ] && n0=$(gw_counted)
     t0=$(proc_ticks "$pid")
-    out=$(timeout $((DURATION + 30)) "${WRK[@]}" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url") \
+    out=$(timeout $((DURATION + 30)) "${WRK[@]}" -t"$threads" -c"$conns" -d"${DURATION}s" --latency "$@" "$url") \
         || die "wrk failed against $name"
     t1=$(proc_ticks "$pid")
     [ "$pid" = "$GW_PID" ] && n1=$(gw_counted)
@@ -571,11 +632,185 @@ run_one() {   # $1: name, $2: URL, $3: pid of the server process under test; mor
 run_one direct "http://127.0.0.1:$UP_PORT/bench" "$UP_PID"
 run_one nginx "http://127.0.0.1:$NGINX_PORT/bench" "$NGINX_PID"
 run_one gateway "http://127.0.0.1:$GW_PORT/bench" "$GW_PID"
+if [ "$FLOOR" != 0 ]; then
+    run_one pingora "http://127.0.0.1:$FLOOR_PORT/bench" "$FLOOR_PID"
+    kill -0 "$FLOOR_PID" 2>/dev/null || die "bare pingora exited during the run"
+fi
 [ "$POLICY" != 0 ] && run_one gateway_policy "http://127.0.0.1:$GW_PORT/orders" "$GW_PID" -s "$TMP/policy.lua"
 
 kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the run"
 GW_LOG_LINES=$(cat "$TMP/gateway-logs/stdout.log" "$TMP/gateway-logs/stderr.log" | wc -l)
 GW_COUNTED=$(gw_counted)
+
+# ---------------------------------------------------------------- 5a. aggregation latency
+# One connection (by default): latency, not throughput. Each call alone against the
+# upstream, then the gateway's /dashboard that makes the three at once.
+if [ "$AGG" != 0 ]; then
+    for call in a b c; do
+        RUN_THREADS=1 RUN_CONNECTIONS=$AGG_CONNECTIONS run_one "agg_$call" "http://127.0.0.1:$UP_PORT/agg/$call" "$UP_PID"
+    done
+    RUN_THREADS=1 RUN_CONNECTIONS=$AGG_CONNECTIONS run_one agg_gateway "http://127.0.0.1:$GW_PORT/dashboard" "$GW_PID"
+    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the aggregation runs"
+fi
+
+# Resident memory after the HTTP runs. With the rate-limit keys part (which grows the
+# gateway) it is read here, before that part; otherwise after the HTTPS runs as well.
+if [ "$KEYS" != 0 ]; then
+    RSS_NGINX_END=$(proc_rss_kb "$NGINX_PID")
+    RSS_GW_END=$(proc_rss_kb "$GW_PID")
+fi
+[ "$FLOOR" != 0 ] && RSS_FLOOR_END=$(proc_rss_kb "$FLOOR_PID")
+
+# ---------------------------------------------------------------- 5b. rate-limit keys
+# wrk sends GET /keys with a new X-Key per request: thread I (1..T) uses the keys "I-0" ..
+# "I-(PER_I - 1)" in turn (PER_I: its share of KEYS), so at most KEYS distinct keys. wrk
+# runs a few seconds at a time; each run starts every thread where it stopped in the run
+# before (done() prints the offsets). The gauge gateway_rate_limit_keys is only updated by
+# the memory backend's sweep (every sweep_interval, 10s): once every thread has gone
+# through its keys (plus the requests that may have been in flight when a run stopped), the
+# loop waits for a sweep to report the count; if keys are missing it goes round again.
+# Sets KEYS_NOW; waits (at most 15 s) for the sweep to count KEYS_GOAL keys.
+wait_for_keys() {
+    for _ in $(seq 1 30); do
+        KEYS_NOW=$(rl_keys)
+        [ "$KEYS_NOW" -ge "$KEYS_GOAL" ] && return 0
+        sleep 0.5
+    done
+}
+rl_keys() {   # gateway_rate_limit_keys, summed over its labels (it has none today)
+    curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | awk '/^gateway_rate_limit_keys([{ ]|$)/ { s += $NF } END { printf "%.0f", s }'
+}
+rl_limited() {   # 429s of the keys route so far
+    curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | awk '/^gateway_rate_limited_total\{/ && /route="keys"/ { s += $NF } END { printf "%.0f", s }'
+}
+rl_full() {   # keys admitted untracked because a limit was full
+    curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | awk '/^gateway_rate_limit_store_errors_total\{/ && /kind="full"/ { s += $NF } END { printf "%.0f", s }'
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+if [ "$KEYS" != 0 ]; then
+    cat >"$TMP/keys.lua" <<'EOF'
+-- GET /keys with a new X-Key per request. Arguments: KEYS THREADS OFFSET_1 .. OFFSET_T.
+-- Thread I uses the keys "I-0" .. "I-(PER - 1)", PER being its share of KEYS, from its
+-- offset on, wrapping around; done() prints where each thread stopped. (wrk calls the first
+-- thread's request() once more, unsent, to check the request: the offsets count it.)
+local threads = {}
+function setup(thread)
+    table.insert(threads, thread)
+    thread:set("id", #threads)
+end
+function init(args)
+    local keys, count = tonumber(args[1]), tonumber(args[2])
+    per = math.floor(keys / count) + ((id <= keys % count) and 1 or 0)
+    n = tonumber(args[2 + id]) or 0
+end
+function request()
+    local k = n % per
+    n = n + 1
+    return wrk.format("GET", "/keys", { ["X-Key"] = id .. "-" .. k })
+end
+function done(summary, latency, requests)
+    local out = {}
+    for i, t in ipairs(threads) do out[i] = tostring(t:get("n")) end
+    io.write("offsets: ", table.concat(out, " "), "\n")
+end
+EOF
+    # A first check with the first key wrk will send: admitted, the route's limit in
+    # RateLimit-Limit and one request of it used.
+    code=$(curl -s -o /dev/null -D "$TMP/keys-headers.txt" -w '%{http_code}' --max-time 5 \
+        -H 'X-Key: 1-0' "http://127.0.0.1:$GW_PORT/keys" || true)
+    [ "$code" = 200 ] || die "rate-limit keys route: GET /keys answered $code"
+    { grep -qiE '^RateLimit-Limit: 10[[:space:]]*$' "$TMP/keys-headers.txt" \
+        && grep -qiE '^RateLimit-Remaining: 9[[:space:]]*$' "$TMP/keys-headers.txt"; } \
+        || die "rate-limit keys route: no RateLimit-Limit: 10 / RateLimit-Remaining: 9 (is the limit applied?)"
+    # The count as of the last sweep (at most 10 s old; the other routes' limits hold no key
+    # for long: the full-policy route's key is back to fresh a microsecond after each request).
+    KEYS_FROM=$(rl_keys)
+    KEYS_LIMITED0=$(rl_limited)
+    KEYS_FULL0=$(rl_full)
+    RSS_KEYS_START=$(proc_rss_kb "$GW_PID")
+    KEYS_GOAL=$KEYS
+    declare -a KEY_PER KEY_OFF KEY_TARGET
+    # When a wrk run stops, each thread may have up to this many requests in flight whose
+    # keys the gateway may never see: every run after the first starts that far back, and a
+    # pass goes that far past the end of the keys (onto keys already sent).
+    margin=$(((CONNECTIONS + WRK_THREADS - 1) / WRK_THREADS))
+    for ((i = 1; i <= WRK_THREADS; i++)); do
+        KEY_PER[i]=$((KEYS / WRK_THREADS + (i <= KEYS % WRK_THREADS ? 1 : 0)))
+        KEY_OFF[i]=0
+        KEY_TARGET[i]=$((KEY_PER[i] + margin))
+    done
+    KEYS_REQUESTS=0 KEYS_NON2XX=0 KEYS_SOCKERR=0 KEYS_DRIVE_MS=0 KEYS_RUNS=0 KEYS_PASSES=1
+    KEYS_CAPPED='' KEYS_NOW=$KEYS_FROM
+    chunk=5
+    keys_t0=$(now_ms)
+    log "rate-limit keys: $KEYS keys by header X-Key (wrk -t$WRK_THREADS -c$CONNECTIONS, runs of at most ${chunk}s, at most ${KEYS_TIME_CAP}s); gateway_rate_limit_keys $KEYS_FROM"
+    while :; do
+        # How far the threads still have to go in this pass.
+        left=0
+        for ((i = 1; i <= WRK_THREADS; i++)); do
+            d=$((KEY_TARGET[i] - KEY_OFF[i]))
+            [ "$d" -gt "$left" ] && left=$d
+        done
+        if [ "$left" -le 0 ]; then
+            # This pass is done: wait for a sweep to count the keys.
+            log "rate-limit keys: pass $KEYS_PASSES sent; waiting for the sweep to count the keys"
+            wait_for_keys
+            [ "$KEYS_NOW" -ge "$KEYS_GOAL" ] && break
+            log "rate-limit keys: $((KEYS_NOW - KEYS_FROM)) of $KEYS counted after pass $KEYS_PASSES; one more pass"
+            KEYS_PASSES=$((KEYS_PASSES + 1))
+            for ((i = 1; i <= WRK_THREADS; i++)); do KEY_TARGET[i]=$((KEY_TARGET[i] + KEY_PER[i])); done
+            continue
+        fi
+        if [ $((KEYS_DRIVE_MS / 1000)) -ge "$KEYS_TIME_CAP" ]; then
+            log "rate-limit keys: ${KEYS_TIME_CAP}s of wrk spent (KEYS_TIME_CAP); waiting for the sweep to count the keys"
+            wait_for_keys
+            [ "$KEYS_NOW" -ge "$KEYS_GOAL" ] || KEYS_CAPPED=1
+            break
+        fi
+        # A run long enough for what is left at the last runs' rate, 1 to $chunk seconds (the
+        # first: 1 s, so that a small KEYS does not use each key over ten times).
+        secs=1
+        if [ "$KEYS_DRIVE_MS" -gt 0 ] && [ "$KEYS_REQUESTS" -gt 0 ]; then
+            secs=$(awk -v left="$left" -v t="$WRK_THREADS" -v n="$KEYS_REQUESTS" -v ms="$KEYS_DRIVE_MS" -v max="$chunk" \
+                'BEGIN { s = int(left * t / (n / (ms / 1000)) + 0.999); print (s < 1) ? 1 : (s > max) ? max : s }')
+        fi
+        cap_left=$((KEYS_TIME_CAP - KEYS_DRIVE_MS / 1000))
+        [ "$secs" -gt "$cap_left" ] && secs=$cap_left
+        [ "$secs" -ge 1 ] || secs=1
+        starts=()
+        for ((i = 1; i <= WRK_THREADS; i++)); do
+            o=${KEY_OFF[i]}
+            [ "$KEYS_RUNS" -gt 0 ] && o=$((o > margin ? o - margin : 0))
+            starts+=("$o")
+        done
+        r0=$(now_ms)
+        out=$(timeout $((secs + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${secs}s" -s "$TMP/keys.lua" \
+            "http://127.0.0.1:$GW_PORT/keys" -- "$KEYS" "$WRK_THREADS" "${starts[@]}") \
+            || die "wrk failed against the rate-limit keys route"
+        KEYS_DRIVE_MS=$((KEYS_DRIVE_MS + $(now_ms) - r0))
+        KEYS_RUNS=$((KEYS_RUNS + 1))
+        printf '%s\n' "$out" >"$TMP/wrk-keys-$KEYS_RUNS.txt"
+        read -r -a offs <<<"$(awk '/^offsets:/ { $1 = ""; print }' <<<"$out")"
+        [ "${#offs[@]}" -eq "$WRK_THREADS" ] || die "could not parse the offsets of the keys script (see $TMP/wrk-keys-$KEYS_RUNS.txt)"
+        for ((i = 1; i <= WRK_THREADS; i++)); do KEY_OFF[i]=${offs[i - 1]}; done
+        n=$(awk '/ requests in / { print $1 }' <<<"$out")
+        non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+        sockerr=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' <<<"$out")
+        KEYS_REQUESTS=$((KEYS_REQUESTS + ${n:-0}))
+        KEYS_NON2XX=$((KEYS_NON2XX + ${non2xx:-0}))
+        KEYS_SOCKERR=$((KEYS_SOCKERR + ${sockerr:-0}))
+        kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the rate-limit keys part"
+        log "rate-limit keys: run $KEYS_RUNS (${secs}s): $KEYS_REQUESTS requests so far, gateway_rate_limit_keys $(rl_keys) (updated by the sweep)"
+    done
+    KEYS_WALL_MS=$(($(now_ms) - keys_t0))
+    RSS_KEYS_END=$(proc_rss_kb "$GW_PID")
+    KEYS_LIMITED=$(($(rl_limited) - KEYS_LIMITED0))
+    KEYS_FULL=$(($(rl_full) - KEYS_FULL0))
+fi
 
 # ---------------------------------------------------------------- 5b. HTTPS
 # wrk (OpenSSL) keeps a connection's TLS session when it reconnects (SSL_shutdown + SSL_clear)
@@ -831,10 +1066,16 @@ C
     fi
 fi
 
-# Resident memory right after the load runs.
+# Resident memory right after the load runs (with the rate-limit keys part: the HTTP runs'
+# values were read before it, these are shown with the HTTPS results).
 kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the run"
-RSS_NGINX_END=$(proc_rss_kb "$NGINX_PID")
-RSS_GW_END=$(proc_rss_kb "$GW_PID")
+if [ "$KEYS" = 0 ]; then
+    RSS_NGINX_END=$(proc_rss_kb "$NGINX_PID")
+    RSS_GW_END=$(proc_rss_kb "$GW_PID")
+else
+    RSS_NGINX_HTTPS=$(proc_rss_kb "$NGINX_PID")
+    RSS_GW_HTTPS=$(proc_rss_kb "$GW_PID")
+fi
 
 # ---------------------------------------------------------------- 6. report
 header() {
@@ -858,11 +1099,21 @@ header
 for name in direct nginx gateway; do
     row "$name" "$name"
 done
+[ "$FLOOR" != 0 ] && row "pingora (bare)" pingora
 [ "$POLICY" != 0 ] && row "gateway full policy" gateway_policy
 echo
 awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${RPS[direct]}" 'BEGIN {
     printf "gateway/nginx requests/s ratio: %.2f\n", g / n
     printf "gateway/direct requests/s ratio: %.2f   nginx/direct: %.2f\n", g / d, n / d }'
+if [ "$FLOOR" != 0 ]; then
+    awk -v f="${RPS[pingora]}" -v n="${RPS[nginx]}" -v g="${RPS[gateway]}" \
+        -v fc="${CPU_US[pingora]}" -v nc="${CPU_US[nginx]}" -v gc="${CPU_US[gateway]}" 'BEGIN {
+        printf "pingora (bare)/nginx requests/s ratio: %.2f   CPU us/request ratio: %.2f\n", f / n, (nc > 0) ? fc / nc : 0
+        printf "gateway/pingora (bare) requests/s ratio: %.2f   CPU us/request: %+.1f\n", g / f, gc - fc }'
+    echo "pingora (bare): examples/bare_pingora.rs, Pingora's HTTP proxy alone (no routing, headers, metrics or logs), $PROXY_THREADS threads"
+elif [ -n "$FLOOR_NOTE" ]; then
+    echo "$FLOOR_NOTE"
+fi
 if [ "$POLICY" != 0 ]; then
     awk -v p="${RPS[gateway_policy]}" -v n="${RPS[nginx]}" -v g="${RPS[gateway]}" \
         -v pc="${CPU_US[gateway_policy]}" -v nc="${CPU_US[nginx]}" -v gc="${CPU_US[gateway]}" 'BEGIN {
@@ -874,10 +1125,51 @@ fi
 echo "server CPU% = CPU time of the process under test (all threads/workers) / wall time, 100 = one core;"
 echo "  direct = the upstream nginx; nginx and gateway = the proxy only (the upstream's CPU is not included)"
 echo "gateway: $GW_COUNTED requests counted by gateway_requests_total{route=\"all\"}; $GW_LOG_LINES log lines written at level $GATEWAY_LOG_LEVEL"
-after="the HTTP runs"; [ "$HTTPS" != 0 ] && after="the HTTP and HTTPS runs"
+after="the HTTP runs"
+if [ "$KEYS" != 0 ]; then
+    after="the HTTP runs (read before the rate-limit keys part below, which grows the gateway)"
+elif [ "$HTTPS" != 0 ]; then
+    after="the HTTP and HTTPS runs"
+fi
 echo "resident memory (VmRSS) after start -> after $after:"
 echo "  nginx proxy (master + $PROXY_THREADS workers): $(mib "$RSS_NGINX_START") -> $(mib "$RSS_NGINX_END")"
 echo "  gateway (one process):            $(mib "$RSS_GW_START") -> $(mib "$RSS_GW_END")"
+if [ "$FLOOR" != 0 ]; then
+    echo "  pingora (bare) (one process):     $(mib "$RSS_FLOOR_START") -> $(mib "$RSS_FLOOR_END") (HTTP runs only)"
+fi
+
+if [ "$AGG" != 0 ]; then
+    echo
+    echo "aggregation (GET /dashboard: three concurrent calls to the upstream, merged; wrk -t1 -c$AGG_CONNECTIONS):"
+    awk -v a="${P50[agg_a]}" -v b="${P50[agg_b]}" -v c="${P50[agg_c]}" \
+        -v a9="${P99[agg_a]}" -v b9="${P99[agg_b]}" -v c9="${P99[agg_c]}" \
+        -v g="${P50[agg_gateway]}" -v g9="${P99[agg_gateway]}" -v r="${RPS[agg_gateway]}" 'BEGIN {
+        m = a; if (b > m) m = b; if (c > m) m = c
+        printf "  slowest single call p50 %.3f ms (a %.3f, b %.3f, c %.3f; p99 a %.3f, b %.3f, c %.3f)\n", m, a, b, c, a9, b9, c9
+        printf "  gateway /dashboard  p50 %.3f ms, p99 %.3f ms, %.0f req/s\n", g, g9, r
+        printf "  added by the gateway at p50: %.3f ms (target: under 1 ms)\n", g - m }'
+    for name in agg_a agg_b agg_c agg_gateway; do
+        [ "${ERRS[$name]}" = 0 ] || echo "  $name: ${ERRS[$name]} errors (${NON2XX[$name]} non-2xx)"
+    done
+fi
+
+if [ "$KEYS" != 0 ]; then
+    echo
+    echo "rate-limit keys (route keys, limit keyed by header X-Key, memory backend):"
+    echo "  gateway_rate_limit_keys: $KEYS_FROM -> $KEYS_NOW ($KEYS_REQUESTS requests, $(awk -v ms="$KEYS_DRIVE_MS" 'BEGIN { printf "%.0f", ms / 1000 }') s)"
+    awk -v a="$RSS_KEYS_START" -v b="$RSS_KEYS_END" -v k=$((KEYS_NOW - KEYS_FROM)) 'BEGIN {
+        printf "  gateway VmRSS: %.1f MiB -> %.1f MiB  (+%.1f MiB, %s bytes per key)\n", a / 1024, b / 1024, (b - a) / 1024,
+            (k > 0) ? sprintf("%.0f", (b - a) * 1024 / k) : "n/a" }'
+    echo "  $KEYS_RUNS wrk runs (-t$WRK_THREADS -c$CONNECTIONS, $KEYS_PASSES pass(es) over the keys), $(awk -v ms="$KEYS_WALL_MS" 'BEGIN { printf "%.0f", ms / 1000 }') s in all with the waits for the sweep (gauge updated every 10 s)"
+    if [ -n "$KEYS_CAPPED" ]; then
+        echo "  stopped at KEYS_TIME_CAP=${KEYS_TIME_CAP}s of wrk: $((KEYS_NOW - KEYS_FROM)) of $KEYS keys reached"
+    fi
+    if [ "$KEYS_NON2XX" != 0 ] || [ "$KEYS_SOCKERR" != 0 ] || [ "$KEYS_LIMITED" != 0 ] || [ "$KEYS_FULL" != 0 ]; then
+        echo "  not all 200: $KEYS_NON2XX non-2xx answers ($KEYS_LIMITED counted as 429 by gateway_rate_limited_total{route=\"keys\"}), $KEYS_SOCKERR socket errors, $KEYS_FULL keys admitted untracked (store full)"
+    else
+        echo "  all answers 200 (no 429, no key beyond max_keys)"
+    fi
+fi
 
 if [ "$HTTPS" != 0 ]; then
     echo
@@ -907,6 +1199,10 @@ if [ "$HTTPS" != 0 ]; then
     for name in "${COUNTED[@]}"; do
         printf '  %-13s %s\n' "$name:" "${RESUMED[$name]}"
     done
+    if [ "$KEYS" != 0 ]; then
+        echo "resident memory (VmRSS) after the HTTPS runs: nginx proxy $(mib "$RSS_NGINX_END") -> $(mib "$RSS_NGINX_HTTPS");" \
+            "gateway $(mib "$RSS_KEYS_END") -> $(mib "$RSS_GW_HTTPS") (from after the rate-limit keys part: $((KEYS_NOW - KEYS_FROM)) keys held)"
+    fi
     printf 'gateway_requests_total during the measured https runs (wrk'"'"'s count):'
     printf ' keep-alive %s (%s), new conn. %s (%s)' "${GW_N[gateway_tls]}" "${WRK_N[gateway_tls]}" \
         "${GW_N[gateway_new]}" "${WRK_N[gateway_new]}"
@@ -917,4 +1213,7 @@ if [ "$HTTPS" != 0 ]; then
 fi
 if [ "$POLICY" != 0 ] && [ "${NON2XX[gateway_policy]}" != 0 ]; then
     die "gateway full policy: ${NON2XX[gateway_policy]} non-2xx answers (see $TMP/gateway-logs; KEEP_TMP=1 keeps them)"
+fi
+if [ "$AGG" != 0 ] && [ "${NON2XX[agg_gateway]}" != 0 ]; then
+    die "aggregation: ${NON2XX[agg_gateway]} non-2xx answers from GET /dashboard (see $TMP/gateway-logs; KEEP_TMP=1 keeps them)"
 fi
