@@ -43,6 +43,9 @@ pub struct Upstream {
     breakers: HashMap<Addr, breaker::Breaker>,
     /// When active health checks last ran (with `health_check`).
     pub health: Option<health::Schedule>,
+    /// The only target, when there is one and no health check can take it out: selected
+    /// without going through the balancer (no per-request set of visited targets).
+    single: Option<Backend>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -90,13 +93,17 @@ impl Upstream {
                 Balancer::Consistent(lb)
             }
         };
+        let backends = match &balancer {
+            Balancer::RoundRobin(lb) => lb.backends().get_backend(),
+            Balancer::Random(lb) => lb.backends().get_backend(),
+            Balancer::Consistent(lb) => lb.backends().get_backend(),
+        };
+        let single = match (backends.len(), &def.health_check) {
+            (1, None) => backends.iter().next().cloned(),
+            _ => None,
+        };
         let mut breakers = HashMap::new();
         if let Some(cb) = &def.circuit_breaker {
-            let backends = match &balancer {
-                Balancer::RoundRobin(lb) => lb.backends().get_backend(),
-                Balancer::Random(lb) => lb.backends().get_backend(),
-                Balancer::Consistent(lb) => lb.backends().get_backend(),
-            };
             for b in backends.iter() {
                 let label = b.addr.to_string();
                 let breaker = breaker::Breaker::new(name, &label, cb.failures, cb.open_for.0);
@@ -115,6 +122,7 @@ impl Upstream {
             balancer,
             hash_key: def.hash_key.clone().unwrap_or(ClientKey::ClientIp),
             tls,
+            single,
         })
     }
 
@@ -151,6 +159,10 @@ impl Upstream {
                     .get(&b.addr)
                     .is_none_or(breaker::Breaker::admit)
         };
+        if let Some(only) = &self.single {
+            // Tried or not, it is the only choice.
+            return admit(only).then(|| only.clone());
+        }
         let fresh = |b: &Backend, healthy: bool| healthy && !tried.contains(&b.addr) && admit(b);
         self.select_with(key, fresh)
             .or_else(|| self.select_with(key, |b, healthy| healthy && admit(b)))
@@ -277,6 +289,23 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(u.select_for(b"client-a", &[]).unwrap(), a);
         }
+    }
+
+    #[test]
+    fn a_single_target_is_chosen_directly_and_its_breaker_still_applies() {
+        let mut d = def(&["127.0.0.1:1"], Balance::RoundRobin);
+        d.circuit_breaker = serde_yaml::from_str("{ failures: 2, open_for: 60s }").unwrap();
+        let u = Upstream::build_here("u", &d).unwrap();
+        assert!(u.single.is_some());
+        let only = u.select_for(b"", &[]).unwrap();
+        // Already tried: still the only choice.
+        assert_eq!(u.select_for(b"", &[only.addr.clone()]).unwrap(), only);
+        u.record(&only.addr, false);
+        u.record(&only.addr, false);
+        assert!(u.select_for(b"", &[]).is_none(), "open breaker");
+        // Several targets go through the balancer.
+        let two = Upstream::build_here("u", &def(&["127.0.0.1:1", "127.0.0.1:2"], Balance::Random));
+        assert!(two.unwrap().single.is_none());
     }
 
     #[test]
