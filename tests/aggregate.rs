@@ -445,17 +445,6 @@ async fn send(req: reqwest::RequestBuilder) -> Answer {
 }
 
 /// The metrics text once `ready` holds of it (or after 5 s, for the assertions to show).
-async fn metrics_when(gw: &Gateway, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = gw.metrics().await;
-        if ready(&m) || Instant::now() > deadline {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn get(gw: &Gateway, path: &str) -> Answer {
     send(client().get(gw.url(path))).await
 }
@@ -1244,10 +1233,9 @@ async fn calls_are_counted_per_call_and_outcome() {
     );
     // Request counts are recorded as a request is logged, which may be just after its
     // answer was read: wait for all three.
-    let m = metrics_when(&gw, |m| {
-        metric(m, "gateway_requests_total", &[("route", "metered")]) >= 3.0
-    })
-    .await;
+    let m = gw
+        .metrics_when(|m| metric(m, "gateway_requests_total", &[("route", "metered")]) >= 3.0)
+        .await;
     let table = |m: &str| -> Vec<(&str, [f64; 3])> {
         let calls = |call: &str, outcome: &str| {
             metric(
@@ -1277,10 +1265,9 @@ async fn calls_are_counted_per_call_and_outcome() {
     get(&gw, "/metered?down=1&slow=1")
         .await
         .bad_gateway("the required call \"a\" failed: status 500");
-    let m = metrics_when(&gw, |m| {
-        metric(m, "gateway_requests_total", &[("route", "metered")]) >= 4.0
-    })
-    .await;
+    let m = gw
+        .metrics_when(|m| metric(m, "gateway_requests_total", &[("route", "metered")]) >= 4.0)
+        .await;
     let after = table(&m);
     assert_eq!(after[0], ("a", [3.0, 1.0, 0.0]), "metrics:\n{m}");
     assert_eq!(

@@ -1767,7 +1767,17 @@ async fn every_route_scope_is_required() {
     let r = get(&gw, "/scoped/a", None).await;
     assert_unauthorized(&r, false, "", "no credentials on a scoped route");
 
-    let m = gw.metrics().await;
+    // Request counts are recorded as a request is logged, just after its answer.
+    let count = |m: &str, status| {
+        metric(
+            m,
+            "gateway_requests_total",
+            &[("route", "scoped"), ("status", status)],
+        )
+    };
+    let m = gw
+        .metrics_when(|m| count(m, "401") >= 1.0 && count(m, "403") >= 8.0)
+        .await;
     assert_eq!(
         auth_failures(&m, "scoped", "scope") - auth_failures(&m0, "scoped", "scope"),
         8.0,
@@ -1933,7 +1943,10 @@ async fn auth_failures_are_counted_by_route_and_reason() {
     let _ = get(&gw, "/either/a", Some(&corp_token(json!({})))).await;
     let _ = get(&gw, "/public/a", None).await;
 
-    let m = gw.metrics().await;
+    // Request counts are recorded as a request is logged, just after its answer.
+    let m = gw
+        .metrics_when(|m| metric(m, "gateway_requests_total", &[("route", "public")]) >= 1.0)
+        .await;
     assert!(
         m.contains("# TYPE gateway_auth_failures_total counter"),
         "{m}"

@@ -526,18 +526,6 @@ async fn expect_circuit(gw: &Gateway, up: &str, target: &str, want: f64, what: &
     }
 }
 
-/// The metrics text once `ready` holds of it (or after 5 s, for the assertions to show).
-async fn metrics_when(gw: &Gateway, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = gw.metrics().await;
-        if ready(&m) || Instant::now() > deadline {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Polls `cond` every 10 ms for at most `limit`; whether it came true.
 async fn wait_until(limit: Duration, cond: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -672,10 +660,9 @@ async fn idempotent_requests_are_retried_on_502_503_504() {
     let m = gw.metrics().await;
     assert_eq!(retries(&m, "one"), 6.0, "2 + 2 + 0 + 2 retries: {m}");
     // Requests are counted when they are logged, just after the answer went out.
-    let m = metrics_when(&gw, |m| {
-        metric(m, "gateway_requests_total", &[("route", "one")]) >= 4.0
-    })
-    .await;
+    let m = gw
+        .metrics_when(|m| metric(m, "gateway_requests_total", &[("route", "one")]) >= 4.0)
+        .await;
     assert_eq!(
         metric(&m, "gateway_requests_total", &[("route", "one")]),
         4.0,

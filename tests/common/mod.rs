@@ -169,6 +169,20 @@ impl Gateway {
             .expect("metrics text")
     }
 
+    /// The admin `/metrics` text once `ready` holds for it (at most 5 s, then as it is).
+    /// Request counts and durations are recorded when a request is logged, which may be
+    /// just after its answer reached the client.
+    pub async fn metrics_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics().await;
+            if ready(&m) || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The admin `/config` document.
     pub async fn config(&self) -> serde_json::Value {
         client()
