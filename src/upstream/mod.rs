@@ -299,7 +299,10 @@ mod tests {
         assert!(u.single.is_some());
         let only = u.select_for(b"", &[]).unwrap();
         // Already tried: still the only choice.
-        assert_eq!(u.select_for(b"", &[only.addr.clone()]).unwrap(), only);
+        assert_eq!(
+            u.select_for(b"", std::slice::from_ref(&only.addr)).unwrap(),
+            only
+        );
         u.record(&only.addr, false);
         u.record(&only.addr, false);
         assert!(u.select_for(b"", &[]).is_none(), "open breaker");
