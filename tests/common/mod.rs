@@ -15,7 +15,30 @@ use std::time::{Duration, Instant};
 pub use upstream::Upstream;
 
 /// A free TCP port on 127.0.0.1.
+/// A port on 127.0.0.1 that nothing listens on, for a server the test starts later.
+///
+/// Taken below the ephemeral range when there is room: a port from that range (what
+/// binding port 0 gives) can be taken by an outgoing connection of a concurrent test
+/// between this check and the server's bind ("Address already in use"). Ports are handed
+/// out in turn from a per-process offset, so concurrent tests never get the same one.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    if ephemeral_low > LOW + 1_000 {
+        let span = ephemeral_low - LOW;
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let port = LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
