@@ -17,7 +17,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::serve::ListenerExt;
 use common::reply::{get, send, Reply};
-use common::{client, line_of, metric, ConfigDir, Gateway};
+use common::{client, line_of, metric, samples, ConfigDir, Gateway};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -484,30 +484,14 @@ fn retries(m: &str, up: &str) -> f64 {
     metric(m, "gateway_upstream_retries_total", &[("upstream", up)])
 }
 
-/// The value of the first sample of `name` whose labels include `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{')?;
-        if n != name {
-            return None;
-        }
-        let have: Vec<&str> = rest.trim_end_matches('}').split(',').collect();
-        labels
-            .iter()
-            .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
-            .then(|| value.parse::<f64>().ok())
-            .flatten()
-    })
-}
-
 /// The `gateway_circuit_state` of `target` of upstream `up` (None: no such series).
 fn circuit(m: &str, up: &str, target: &str) -> Option<f64> {
-    sample(
+    samples(
         m,
         "gateway_circuit_state",
         &[("upstream", up), ("target", target)],
     )
+    .next()
 }
 
 /// Waits (at most 3 s) for the circuit state of `target` to be `want`; asserts it.

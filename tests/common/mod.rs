@@ -327,12 +327,16 @@ pub fn raw_status(resp: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// The sum of the samples of `name` in the Prometheus text `text` whose labels include
-/// every one of `labels` (0 when there are none).
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+/// The values of the samples of `name` in the Prometheus text `text` whose labels include
+/// every one of `labels`, in order.
+pub fn samples<'a>(
+    text: &'a str,
+    name: &'a str,
+    labels: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = f64> + 'a {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
+        .filter_map(move |l| {
             let (series, value) = l.rsplit_once(' ')?;
             let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
             if n != name {
@@ -345,5 +349,10 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .then(|| value.parse::<f64>().ok())
                 .flatten()
         })
-        .sum()
+}
+
+/// The sum of the samples of `name` in the Prometheus text `text` whose labels include
+/// every one of `labels` (0 when there are none).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text, name, labels).sum()
 }
