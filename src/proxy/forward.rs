@@ -83,7 +83,7 @@ fn set(req: &mut RequestHeader, name: &'static str, value: &str) {
 }
 
 /// A header value from text built for it (no copy); `None` if it is not a valid value.
-fn owned(text: String) -> Option<HeaderValue> {
+pub(super) fn owned(text: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
 }
 

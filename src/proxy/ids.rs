@@ -1,11 +1,10 @@
 //! Request identity headers: `X-Request-Id` and W3C `traceparent`.
 
-use bytes::Bytes;
 use http::HeaderValue;
 
 /// A generated id as a header value; the text is ASCII hex, so the conversion cannot fail.
 fn value(text: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(text)).unwrap_or(HeaderValue::from_static(""))
+    super::forward::owned(text).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// The client's request id when it is 1–128 visible ASCII characters (kept as sent, no
