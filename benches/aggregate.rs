@@ -3,6 +3,9 @@
 //! concurrently, templated and merged. The upstream is a small axum server on loopback
 //! answering a JSON document.
 
+// Benchmark code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::aggregate::merge::merge;
 use gateway::aggregate::run::{run, Inputs};

@@ -1,6 +1,9 @@
 //! Per-request authentication cost: verifying a JWT (HS256, RS256, ES256) through a
 //! provider, with and without the verified-token cache, and looking up an API key.
 
+// Benchmark code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::auth::jwt::{Provider, ProviderParts};
 use gateway::auth::keys;

@@ -3,8 +3,11 @@
 //! Run with `cargo bench --bench routing` (add `-- --quick` for a short run). See
 //! `benches/README.md` for what each case measures and the figures last measured.
 
+// Benchmark code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use gateway::proxy::router::{decode_segments, HostPattern, Match, PathPattern, Router};
+use gateway::runtime::router::{decode_segments, HostPattern, Match, PathPattern, Router};
 use http::Method;
 use std::hint::black_box;
 

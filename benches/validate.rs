@@ -1,6 +1,9 @@
 //! Validating request bodies against a JSON Schema: strict parse + schema check of a
 //! 1 KiB and a 64 KiB order document (what a schema route adds per request).
 
+// Benchmark code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 

@@ -14,6 +14,12 @@ pub enum GatewayError {
     MethodNotAllowed { allow: String },
     #[error("{0}")]
     BadRequest(String),
+    /// A request whose framing or syntax is broken (smuggling attempts included): answered
+    /// and the connection closed.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the request line and headers are larger than allowed ({0})")]
+    HeaderTooLarge(&'static str),
     #[error("{message}")]
     Invalid {
         message: String,
@@ -66,6 +72,11 @@ impl GatewayError {
             NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             BadRequest(_) | Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Malformed(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            HeaderTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_too_large",
+            ),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),

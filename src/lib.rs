@@ -1,15 +1,19 @@
 //! An API gateway on Cloudflare's Pingora.
 //!
-//! A request flows through: [`proxy`] (phase dispatch) → [`proxy::admit`] (identity, route,
-//! size limits) → [`proxy::guard`] ([`auth`]) → [`proxy::throttle`] ([`ratelimit`]) →
-//! [`proxy::inspect`] ([`validate`]) → [`upstream`] (target selection) → [`proxy::forward`]
-//! (headers, rewrite) → [`proxy::log`] (metrics, access log). Policy comes from [`config`], compiled once into a
-//! [`runtime::Snapshot`] held by [`runtime::Store`].
+//! A connection passes [`conn`] (the request-head guard); a request flows through
+//! [`proxy`] (phase dispatch) → [`proxy::admit`] (identity, route, size limits) → the
+//! route's compiled stages in [`proxy::stage`] (authentication with [`auth`], rate limits
+//! with [`ratelimit`], validation with [`validate`], aggregation with [`aggregate`]) →
+//! the upstream tries ([`proxy::peer`], [`proxy::attempt`], [`upstream`]) →
+//! [`proxy::forward`] (headers, rewrite) → [`proxy::log`] (metrics, access log). Policy
+//! comes from [`config`], compiled once into a [`runtime::Snapshot`] held by
+//! [`runtime::Store`].
 
 pub mod admin;
 pub mod aggregate;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod logging;

@@ -4,9 +4,19 @@ use crate::config::gateway::{LogFormat, LogSettings};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `RUST_LOG` overrides the configured level. Keep the
-/// returned guard alive for the life of the process: dropping it flushes the log.
-pub fn init(settings: &LogSettings) -> WorkerGuard {
+/// The log writer's guard: dropping it flushes what is buffered.
+static GUARD: std::sync::Mutex<Option<WorkerGuard>> = std::sync::Mutex::new(None);
+
+/// Writes out every buffered log line; call before exiting the process.
+pub fn flush() {
+    if let Ok(mut g) = GUARD.lock() {
+        drop(g.take());
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides the configured level. The writer's
+/// guard is kept until [`flush`].
+pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -26,5 +36,7 @@ pub fn init(settings: &LogSettings) -> WorkerGuard {
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }
-    guard
+    if let Ok(mut g) = GUARD.lock() {
+        *g = Some(guard);
+    }
 }

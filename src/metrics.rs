@@ -60,6 +60,10 @@ metric!(JWKS_FETCHES: IntCounterVec = register_int_counter_vec!(
 metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
     "gateway_config_reloads_total", "Policy reloads by result (success, failure).",
     &["result"]));
+metric!(DOWNSTREAM_CLOSED: IntCounterVec = register_int_counter_vec!(
+    "gateway_downstream_closed_total",
+    "Client connections the gateway closed before or between requests, by reason (header_timeout, idle_timeout, header_too_large, bad_request).",
+    &["reason"]));
 metric!(CONFIG_GENERATION: IntGauge = register_int_gauge!(
     "gateway_config_generation", "Generation of the live policy set."));
 
@@ -81,8 +85,95 @@ pub fn init() {
     for k in ["timeout", "error", "full"] {
         RATE_LIMIT_STORE_ERRORS.with_label_values(&[k]);
     }
+    for r in [
+        "header_timeout",
+        "idle_timeout",
+        "header_too_large",
+        "bad_request",
+    ] {
+        DOWNSTREAM_CLOSED.with_label_values(&[r]);
+    }
     for r in ["success", "failure"] {
         CONFIG_RELOADS.with_label_values(&[r]);
+    }
+}
+
+/// The `route` label of requests that matched no route.
+pub const UNMATCHED: &str = "_unmatched";
+
+/// The methods that are their own `method` label; any other is `other`, so that clients
+/// cannot create series (a method is any token a client invents).
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+
+/// The index of a method's label in [`METHODS`].
+pub fn method_index(m: &http::Method) -> usize {
+    use http::Method as M;
+    match *m {
+        M::GET => 0,
+        M::HEAD => 1,
+        M::POST => 2,
+        M::PUT => 3,
+        M::PATCH => 4,
+        M::DELETE => 5,
+        M::OPTIONS => 6,
+        M::CONNECT => 7,
+        M::TRACE => 8,
+        _ => 9,
+    }
+}
+
+pub fn method_label(m: &http::Method) -> &'static str {
+    METHODS[method_index(m)]
+}
+
+/// A route's request metrics, resolved when the route is compiled so that a request makes
+/// no label lookups: the duration histogram, and the request counters by method and
+/// status, created on first use (a status only appears once it has been answered).
+pub struct RouteMetrics {
+    route: String,
+    duration: prometheus::Histogram,
+    requests: [std::sync::RwLock<Vec<(u16, prometheus::IntCounter)>>; METHODS.len()],
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_string(),
+            duration: REQUEST_DURATION.with_label_values(&[route]),
+            requests: Default::default(),
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn record(&self, method: &http::Method, status: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        let i = method_index(method);
+        let Some(slot) = self.requests.get(i) else {
+            return;
+        };
+        if let Ok(known) = slot.read() {
+            if let Some((_, c)) = known.iter().find(|(s, _)| *s == status) {
+                c.inc();
+                return;
+            }
+        }
+        let counter = REQUESTS.with_label_values(&[&self.route, METHODS[i], &status.to_string()]);
+        counter.inc();
+        if let Ok(mut known) = slot.write() {
+            if !known.iter().any(|(s, _)| *s == status) {
+                known.push((status, counter));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish()
     }
 }
 

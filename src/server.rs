@@ -4,6 +4,7 @@
 use crate::admin::Admin;
 use crate::auth::refresh::JwksService;
 use crate::config::{self, GatewayConfig, Problems};
+use crate::conn::Guard;
 use crate::proxy::Gateway;
 use crate::runtime::reload::ReloadService;
 use crate::runtime::Store;
@@ -27,8 +28,16 @@ pub struct RunOptions {
     pub demo: bool,
 }
 
-/// Loads and checks everything `run` would, without starting anything.
+/// Loads and checks everything `run` would, without starting anything. Needs no network:
+/// upstream host names are not resolved; the warnings name them.
 pub fn check(path: &std::path::Path) -> Result<(GatewayConfig, Store), Problems> {
+    let (gw, mut store) = load(path)?;
+    let names = crate::upstream::dns::check_warnings(&store.load());
+    store.warnings.extend(names);
+    Ok((gw, store))
+}
+
+fn load(path: &std::path::Path) -> Result<(GatewayConfig, Store), Problems> {
     let gw = config::load_gateway(path)?;
     let store = Store::open(gw.clone())?;
     Ok((gw, store))
@@ -64,10 +73,17 @@ impl BackgroundService for Readiness {
                 }
             }
         }
-        // Every remote key set has had its first fetch (successful or not: a provider that
-        // is down must not keep the routes of other providers out of service).
+        // Every remote key set has had its first fetch and every upstream host name its
+        // first lookup (successful or not: a provider or a name that is down must not keep
+        // the other routes out of service).
         while !self.reload_armed.load(Ordering::Acquire)
             || !self.store.load().jwks.iter().all(|j| j.attempted())
+            || !self
+                .store
+                .load()
+                .upstreams
+                .values()
+                .all(|u| u.resolved_once())
         {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -107,8 +123,8 @@ fn tls_settings(
 /// Runs the gateway until it is told to stop. Returns an error message for start-up
 /// failures; never returns once the server is running.
 pub fn run(opts: RunOptions) -> Result<(), String> {
-    let (gw, store) = check(&opts.config).map_err(|p| p.to_string())?;
-    let _log_guard = logging::init(&gw.file.log);
+    let (gw, store) = load(&opts.config).map_err(|p| p.to_string())?;
+    logging::init(&gw.file.log);
     metrics::init();
     if let Err(e) = crate::telemetry::init(gw.file.tracing.as_ref()) {
         tracing::error!(error = %e, "trace export is off");
@@ -154,10 +170,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
 
     let store = Arc::new(store);
     for l in &gw.file.listeners {
-        let mut svc = pingora_proxy::http_proxy_service_with_name(
-            &server.configuration,
-            Gateway::new(store.clone()),
-            &format!("listener {}", l.name),
+        let proxy = pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
+        let mut svc = Service::new(
+            format!("listener {}", l.name),
+            Guard::new(proxy, store.clone()),
         );
         match store.tls.listeners.iter().find(|t| t.name == l.name) {
             Some(tls) => svc.add_tls_with_settings(&l.bind.to_string(), None, tls_settings(tls)?),
@@ -187,6 +203,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         crate::upstream::health::HealthService::new(store.clone()),
     ));
     server.add_service(background_service(
+        "upstream dns",
+        crate::upstream::dns::DnsService::new(store.clone()),
+    ));
+    server.add_service(background_service(
         "rate-limit sweep",
         crate::ratelimit::sweep::SweepService::new(store.clone()),
     ));
@@ -213,5 +233,45 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         routes = store.load().routes.len(),
         "gateway starting"
     );
+    drain_on_stop(&server);
     server.run_forever()
+}
+
+/// On SIGTERM Pingora stops accepting and then waits the whole grace period before it
+/// stops; the gateway exits as soon as no request is in flight instead (still at most
+/// `shutdown_grace`, which Pingora enforces). A rolling update then waits only for the
+/// requests that are really running.
+fn drain_on_stop(server: &Server) {
+    use pingora_core::server::ExecutionPhase;
+    let mut phases = server.watch_execution_phase();
+    let spawned = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::GracefulTerminate) => break,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+            // A request whose head was being read as the signal came gets a moment to
+            // register; then the process leaves once nothing is in flight twice in a row.
+            std::thread::sleep(Duration::from_millis(100));
+            let mut idle_checks = 0;
+            while idle_checks < 2 {
+                idle_checks = if crate::conn::in_flight() == 0 {
+                    idle_checks + 1
+                } else {
+                    0
+                };
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            tracing::info!("no request in flight: exiting");
+            logging::flush();
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "graceful stop waits the whole shutdown_grace");
+    }
 }

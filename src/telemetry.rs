@@ -93,6 +93,11 @@ pub fn request(traceparent: &str, method: &str, path: &str) -> Option<Context> {
     Some(parent.with_span(span))
 }
 
+/// Whether traces are exported at all (checked before building a span's inputs).
+pub fn enabled() -> bool {
+    TRACER.get().is_some()
+}
+
 /// A child of `parent`: an upstream try or an aggregate call.
 pub fn child(parent: &Context, name: &'static str, attrs: Vec<KeyValue>) -> Option<Context> {
     let tracer = tracer()?;

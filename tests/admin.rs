@@ -1,5 +1,8 @@
 //! The admin endpoints, metrics, access log, and malformed requests.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{client, raw, raw_status, ConfigDir, Gateway, Upstream};

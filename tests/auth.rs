@@ -5,6 +5,9 @@
 //!
 //! Keys are the test-only key pairs of `tests/fixtures/keys/`.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::line_of;

@@ -1,6 +1,9 @@
 //! Proxying through the real gateway to real upstreams: balancing, headers, rewrites,
 //! streaming, limits and upstream failures.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{client, Gateway, Upstream};

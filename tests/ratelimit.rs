@@ -10,6 +10,9 @@
 //! `RateLimit-Reset`), the test measures the time around the requests and asserts the
 //! range the contract allows for what was measured: normally a single value.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::reply::{assert_ok, get, send, Reply};

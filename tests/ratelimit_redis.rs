@@ -7,6 +7,9 @@
 //!
 //! `redis-server` must be installed: these tests fail, never skip, without it.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::reply::{assert_ok, send, Reply};

@@ -1,6 +1,9 @@
 //! Hot reload: file watching, SIGHUP, atomic swaps under load, failures that keep the old
 //! set, ConfigMap-style symlink swaps, requests spanning a reload, and SIGTERM draining.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{client, Gateway, Upstream};

@@ -10,6 +10,9 @@
 //! Every certificate is made by the test with rcgen; the upstreams behind TLS are axum
 //! behind tokio-rustls, started in the test.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{client, free_port, line_of, ConfigDir, Gateway, Upstream};

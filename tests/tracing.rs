@@ -3,6 +3,9 @@
 //! by the test), continuing the client's trace; the upstream gets the gateway's span as
 //! parent. Without the section, `traceparent` passes through unchanged.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{client, ConfigDir, Gateway, Upstream};

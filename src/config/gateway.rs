@@ -194,8 +194,19 @@ pub enum OnStoreError {
 pub struct Limits {
     #[serde(default = "default_max_body")]
     pub max_body: Size,
-    #[serde(default)]
-    pub header_timeout: Option<Dur>,
+    /// The whole request head must arrive within this, from the connection's start (first
+    /// request) or from the first byte of a later request on a keep-alive connection.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    /// A keep-alive connection with no request in progress is closed after this.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// Request line and header fields together, in bytes.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: Size,
+    /// Header fields in one request.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
     /// How long a body that must be read whole (for validation) may take to arrive.
     #[serde(default = "default_body_timeout")]
     pub body_timeout: Dur,
@@ -205,15 +216,39 @@ fn default_body_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(10))
 }
 
+fn default_header_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+
+fn default_idle_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+
+fn default_max_header_bytes() -> Size {
+    Size(32 << 10)
+}
+
+fn default_max_headers() -> usize {
+    100
+}
+
 fn default_max_body() -> Size {
     Size(1 << 20)
 }
+
+/// Bounds of the head limits. Pingora itself refuses heads over 1 MiB or 256 fields, with
+/// a bare 400; limits above those would never be reached.
+pub const MAX_HEADER_BYTES_RANGE: (u64, u64) = (1 << 10, (1 << 20) - 1);
+pub const MAX_HEADERS_RANGE: (usize, usize) = (1, 255);
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body: default_max_body(),
-            header_timeout: None,
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
             body_timeout: default_body_timeout(),
         }
     }

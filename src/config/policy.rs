@@ -43,6 +43,9 @@ pub struct UpstreamDef {
     pub circuit_breaker: Option<CircuitBreakerDef>,
     #[serde(default)]
     pub health_check: Option<HealthCheckDef>,
+    /// How often host names among `targets` are resolved again; default 30s.
+    #[serde(default)]
+    pub dns_refresh: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

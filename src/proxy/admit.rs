@@ -2,9 +2,10 @@
 
 use super::ctx::Ctx;
 use super::ids;
-use super::router::{decode_segments, Match, PathError};
 use crate::error::GatewayError;
+use crate::runtime::router::{decode_segments, Match, PathError};
 use pingora_http::RequestHeader;
+use pingora_proxy::Session;
 
 /// What the gateway does with a request after admission.
 pub enum Outcome {
@@ -43,10 +44,60 @@ fn route_host(req: &RequestHeader) -> String {
     no_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Who is asking: the peer's address, and whether (and with which certificate) it came
+/// over TLS.
+pub fn client(session: &Session, ctx: &mut Ctx) {
+    ctx.client.ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
+    ctx.client.tls = ssl.is_some();
+    ctx.client.cert = ssl.and_then(|s| {
+        let cert = s
+            .extension
+            .get::<std::sync::Arc<crate::tls::client::ClientCert>>()?;
+        Some(cert.clone())
+    });
+}
+
+/// Starts the request's trace span (with `tracing`), once its ids are known.
+pub fn trace(session: &Session, ctx: &mut Ctx) {
+    if crate::telemetry::enabled() && ctx.trace.request.is_none() && !ctx.ids.traceparent.is_empty()
+    {
+        let req = session.req_header();
+        ctx.trace.request = crate::telemetry::request(
+            ctx.ids.traceparent.to_str().unwrap_or_default(),
+            req.method.as_str(),
+            req.uri.path(),
+        );
+    }
+}
+
+/// Whether a decoded HTTP/2 head is within the limits that HTTP/1 heads are held to as
+/// they arrive: field count, and size counted as HTTP/1 would carry it.
+fn h2_head_fits(req: &RequestHeader, limits: &crate::conn::head::HeadLimits) -> bool {
+    if req.headers.len() > limits.max_headers {
+        return false;
+    }
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    line + fields <= limits.max_bytes
+}
+
 /// Sets up identity and matches the route. Runs once per request, before anything else.
 pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
-    ctx.request_id = ids::request_id(req.headers.get("x-request-id"));
-    ctx.traceparent = ids::traceparent(req.headers.get("traceparent"));
+    ctx.ids.id = ids::request_id(req.headers.get("x-request-id"));
+    ctx.ids.traceparent = ids::traceparent(req.headers.get("traceparent"));
+    if req.version == http::Version::HTTP_2 && !h2_head_fits(req, &ctx.snapshot.settings.head) {
+        return Outcome::Reject(GatewayError::HeaderTooLarge(
+            "request headers over the limit",
+        ));
+    }
 
     let path = req.uri.path();
     let segments = match decode_segments(path) {
@@ -105,11 +156,11 @@ pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
 /// Counts streamed request body bytes against the route's limit (for bodies without
 /// Content-Length, or that lie about it).
 pub fn count_body(ctx: &mut Ctx, chunk: usize) -> Result<(), GatewayError> {
-    ctx.body_bytes += chunk as u64;
+    ctx.body.read += chunk as u64;
     let limit = ctx
         .route()
         .map_or(ctx.snapshot.settings.max_body, |r| r.max_body);
-    if ctx.body_bytes > limit {
+    if ctx.body.read > limit {
         return Err(GatewayError::BodyTooLarge { limit });
     }
     Ok(())

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the right-most
 /// `X-Forwarded-For` address that is not itself a trusted proxy.
 pub fn client_ip(req: &RequestHeader, ctx: &Ctx) -> Option<IpAddr> {
-    let peer = ctx.client_ip?;
+    let peer = ctx.client.ip?;
     let settings = &ctx.snapshot.settings;
     if !settings.is_trusted(peer) {
         return Some(peer);

@@ -1,99 +1,109 @@
-//! Per-request state, shared by every phase of one request.
+//! Per-request state, shared by every phase of one request, grouped by concern: who is
+//! asking (request identity, client), what matched (route), what authentication found,
+//! the body, the upstream tries and tracing.
 
+use super::attempt::Tries;
 use crate::auth::Identity;
-use crate::error::GatewayError;
 use crate::ratelimit::RateHeaders;
 use crate::runtime::{Route, Snapshot};
 use crate::tls::client::ClientCert;
-use crate::upstream::Addr;
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Route label for requests that matched no route.
-pub const UNMATCHED: &str = "_unmatched";
+pub use crate::metrics::UNMATCHED;
+
+/// The request's identity: when it started, and the ids that go upstream and back.
+pub struct RequestIds {
+    pub started: Instant,
+    /// `X-Request-Id` and `traceparent` (visible ASCII).
+    pub id: HeaderValue,
+    pub traceparent: HeaderValue,
+}
+
+/// The client connection the request came on.
+#[derive(Default)]
+pub struct Client {
+    pub ip: Option<IpAddr>,
+    pub tls: bool,
+    /// The verified TLS client certificate of the connection, if any.
+    pub cert: Option<Arc<ClientCert>>,
+}
+
+/// The request body as the gateway saw it.
+#[derive(Default)]
+pub struct Body {
+    /// Bytes counted against the route's limit as they streamed.
+    pub read: u64,
+    /// The whole body, when a stage had to read it (validation, aggregate calls).
+    pub held: Option<bytes::Bytes>,
+    /// `held` is larger than Pingora's retry buffer: the gateway sends it upstream itself
+    /// ([`super::stage::relay`]).
+    pub relay: bool,
+}
+
+/// The request's trace span, and the current upstream try's (with `tracing`).
+#[derive(Default)]
+pub struct Trace {
+    pub request: Option<opentelemetry::Context>,
+    pub attempt: Option<opentelemetry::Context>,
+}
 
 pub struct Ctx {
     /// The policy generation this request runs under, from its first phase to its last.
     pub snapshot: Arc<Snapshot>,
-    pub started: Instant,
-    /// `X-Request-Id` and `traceparent` as they go upstream and back (visible ASCII).
-    pub request_id: HeaderValue,
-    pub traceparent: HeaderValue,
-    pub client_ip: Option<IpAddr>,
+    pub ids: RequestIds,
+    pub client: Client,
     /// Index into `snapshot.routes`.
     pub route: Option<usize>,
     /// Path parameter values, in the route pattern's order.
     pub params: Vec<String>,
-    pub target: Option<Addr>,
-    pub upstream_started: Option<Instant>,
-    pub upstream_status: Option<u16>,
-    /// A failure the gateway decided on; `fail_to_proxy` answers with it.
-    pub error: Option<GatewayError>,
-    pub body_bytes: u64,
-    pub tls: bool,
     /// Who made the request, once authenticated.
     pub identity: Option<Identity>,
     /// The rate-limit headers of this request's response, once decided.
     pub rate: Option<RateHeaders>,
-    /// The request body, when a phase had to read it whole (validation).
-    pub body: Option<bytes::Bytes>,
-    /// The verified TLS client certificate of the connection, if any.
-    pub client_cert: Option<Arc<ClientCert>>,
-    /// Tries made so far, and the targets they went to.
-    pub tries: u32,
-    pub tried: Vec<Addr>,
-    /// The current try's answer was refused for another try.
-    pub retrying: bool,
-    /// The next try replaces a stale pooled connection: not a new try.
-    pub stale: bool,
-    /// The request's trace span, and the current upstream try's (with `tracing`).
-    pub span: Option<opentelemetry::Context>,
-    pub try_span: Option<opentelemetry::Context>,
+    pub body: Body,
+    pub tries: Tries,
+    pub trace: Trace,
+    /// Counts this request as in flight until it is dropped (a graceful stop waits).
+    _in_flight: crate::conn::InFlight,
 }
 
 impl Ctx {
     pub fn new(snapshot: Arc<Snapshot>) -> Ctx {
         Ctx {
             snapshot,
-            started: Instant::now(),
-            request_id: HeaderValue::from_static(""),
-            traceparent: HeaderValue::from_static(""),
-            client_ip: None,
+            ids: RequestIds {
+                started: Instant::now(),
+                id: HeaderValue::from_static(""),
+                traceparent: HeaderValue::from_static(""),
+            },
+            client: Client::default(),
             route: None,
             params: Vec::new(),
-            target: None,
-            upstream_started: None,
-            upstream_status: None,
-            error: None,
-            body_bytes: 0,
-            tls: false,
             identity: None,
             rate: None,
-            body: None,
-            client_cert: None,
-            tries: 0,
-            tried: Vec::new(),
-            retrying: false,
-            stale: false,
-            span: None,
-            try_span: None,
+            body: Body::default(),
+            tries: Tries::default(),
+            trace: Trace::default(),
+            _in_flight: crate::conn::InFlight::enter(),
         }
     }
 
     /// The `traceparent` for an upstream request: the try's span as parent when tracing,
     /// else the client's (or a new) trace as it came.
     pub fn upstream_traceparent(&self) -> HeaderValue {
-        self.try_span
+        self.trace
+            .attempt
             .as_ref()
             .and_then(|cx| HeaderValue::from_str(&crate::telemetry::traceparent(cx)).ok())
-            .unwrap_or_else(|| self.traceparent.clone())
+            .unwrap_or_else(|| self.ids.traceparent.clone())
     }
 
     /// The request id as text (for logs and error bodies).
     pub fn request_id(&self) -> &str {
-        self.request_id.to_str().unwrap_or_default()
+        self.ids.id.to_str().unwrap_or_default()
     }
 
     pub fn route(&self) -> Option<&Route> {

@@ -40,19 +40,40 @@ impl Values for RequestValues<'_> {
     }
 }
 
+/// The path as the router matched it: its decoded segments, each percent-encoded again
+/// where needed. It differs from the raw path only when that has percent-escapes, so only
+/// then is it rebuilt; an upstream then sees `/v1/x` for both `/%76%31/x` and `/v1/x`, the
+/// path that was authorised.
+fn matched_path(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.contains('%') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let segments = crate::runtime::router::decode_segments(raw).ok()?;
+    let mut out = String::with_capacity(raw.len());
+    for s in &segments {
+        out.push('/');
+        out.extend(percent_encoding::utf8_percent_encode(
+            s,
+            crate::template::SEGMENT,
+        ));
+    }
+    Some(Cow::Owned(out))
+}
+
 /// The upstream path and query for this request, or `None` to keep the client's.
 fn rewritten(client: &RequestHeader, ctx: &Ctx) -> Option<String> {
     let route = ctx.route()?;
-    let path = client.uri.path();
+    let path = matched_path(client.uri.path())?;
     let query = client.uri.query();
     let with_query = |p: &str| match query {
         Some(q) => format!("{p}?{q}"),
         None => p.to_string(),
     };
+    let normalised = matches!(path, Cow::Owned(_));
     match &route.rewrite {
         // Upstreams get origin-form even when the client sent absolute-form.
-        Rewrite::None if super::admit::absolute_authority(client).is_some() => {
-            Some(with_query(path))
+        Rewrite::None if normalised || super::admit::absolute_authority(client).is_some() => {
+            Some(with_query(&path))
         }
         Rewrite::None => None,
         Rewrite::StripPrefix(prefix) => {
@@ -62,7 +83,7 @@ fn rewritten(client: &RequestHeader, ctx: &Ctx) -> Option<String> {
             } else if rest.starts_with('/') {
                 Some(with_query(rest))
             } else {
-                None
+                normalised.then(|| with_query(&path))
             }
         }
         Rewrite::Path(t) => {
@@ -103,11 +124,30 @@ const XFF: &str = "X-Forwarded-For";
 const XFP: &str = "X-Forwarded-Proto";
 const XFH: &str = "X-Forwarded-Host";
 
+/// The `X-Forwarded-For` an upstream gets: what a trusted proxy sent with the client's
+/// address appended, else the client's address alone (a client's own claim is dropped);
+/// `None`: no header at all.
+pub fn forwarded_for(
+    prior: Option<&str>,
+    trusted: bool,
+    client: Option<std::net::IpAddr>,
+) -> Option<HeaderValue> {
+    let prior = prior.filter(|p| trusted && !p.trim().is_empty());
+    match (prior, client) {
+        (Some(p), Some(ip)) => owned(format!("{p}, {ip}")),
+        (None, Some(ip)) => owned(ip.to_string()),
+        // No client address (not an IP connection): only what a trusted proxy said.
+        (Some(p), None) => owned(p.to_string()),
+        (None, None) => None,
+    }
+}
+
 /// The headers the gateway adds to every upstream request, proxied or made by itself
 /// (aggregate calls): forwarding, request id, trace, identity, and the route's edits.
 pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx) {
     let trusted = ctx
-        .client_ip
+        .client
+        .ip
         .is_some_and(|ip| ctx.snapshot.settings.is_trusted(ip));
     let prior = |h: &HeaderName| {
         client
@@ -115,17 +155,19 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
             .get(h)
             .filter(|v| trusted && v.to_str().is_ok_and(|s| !s.trim().is_empty()))
     };
-    let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let xff = match prior(&X_FORWARDED_FOR).and_then(|p| p.to_str().ok()) {
-        Some(p) => owned(format!("{p}, {ip}")),
-        None => owned(ip),
-    };
-    if let Some(v) = xff {
-        let _ = up.insert_header(XFF, v);
+    let prior_xff = prior(&X_FORWARDED_FOR).and_then(|p| p.to_str().ok());
+    match forwarded_for(prior_xff, trusted, ctx.client.ip) {
+        Some(v) => {
+            let _ = up.insert_header(XFF, v);
+        }
+        // Never the client's own claim.
+        None => {
+            up.remove_header(&X_FORWARDED_FOR);
+        }
     }
     let proto = match prior(&X_FORWARDED_PROTO) {
         Some(p) => p.clone(),
-        None if ctx.tls => HeaderValue::from_static("https"),
+        None if ctx.client.tls => HeaderValue::from_static("https"),
         None => HeaderValue::from_static("http"),
     };
     let _ = up.insert_header(XFP, proto);
@@ -141,7 +183,7 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
             up.remove_header(&X_FORWARDED_HOST);
         }
     }
-    let _ = up.insert_header("X-Request-Id", ctx.request_id.clone());
+    let _ = up.insert_header("X-Request-Id", ctx.ids.id.clone());
     let _ = up.insert_header("Traceparent", ctx.upstream_traceparent());
     identity_headers(up, ctx);
     if let Some(route) = ctx.route() {
@@ -250,6 +292,31 @@ pub fn client_response(resp: &mut ResponseHeader, ctx: &Ctx) {
             resp.remove_header(h);
         }
     }
-    let _ = resp.insert_header("X-Request-Id", ctx.request_id.clone());
-    super::throttle::add_headers(resp, ctx);
+    let _ = resp.insert_header("X-Request-Id", ctx.ids.id.clone());
+    super::stage::rate_limit::add_headers(resp, ctx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_for;
+
+    #[test]
+    fn forwarded_for_keeps_only_trusted_claims() {
+        let ip = Some(std::net::IpAddr::from([10, 0, 0, 7]));
+        assert_eq!(
+            forwarded_for(Some("1.2.3.4"), true, ip).unwrap(),
+            "1.2.3.4, 10.0.0.7"
+        );
+        assert_eq!(
+            forwarded_for(Some("1.2.3.4"), false, ip).unwrap(),
+            "10.0.0.7"
+        );
+        assert_eq!(forwarded_for(Some("  "), true, ip).unwrap(), "10.0.0.7");
+        assert_eq!(
+            forwarded_for(Some("1.2.3.4"), true, None).unwrap(),
+            "1.2.3.4"
+        );
+        assert!(forwarded_for(Some("1.2.3.4"), false, None).is_none());
+        assert!(forwarded_for(None, true, None).is_none());
+    }
 }

@@ -1,31 +1,31 @@
-//! The `ProxyHttp` implementation: a thin dispatcher that hands each phase to its module.
+//! The `ProxyHttp` implementation: thin dispatch of Pingora's phases. The request path is
+//! `admit` (identity, route, size limits), then the route's compiled [`stage`]s, then the
+//! upstream tries ([`attempt`], [`peer`]), and last `log`. Errors the gateway decides on
+//! travel as the cause of the Pingora error (`Error::because`) and are answered by
+//! [`respond`].
 
 pub mod admit;
-pub mod bff;
+pub mod attempt;
 pub mod client;
 pub mod ctx;
 pub mod forward;
-pub mod guard;
 pub mod ids;
-pub mod inspect;
 pub mod log;
+pub mod peer;
 pub mod respond;
-pub mod retry;
-pub mod router;
-pub mod throttle;
+pub mod stage;
 
 use crate::error::GatewayError;
-use crate::metrics;
 use crate::runtime::Store;
 use async_trait::async_trait;
+use attempt::End;
 use bytes::Bytes;
 use ctx::Ctx;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The gateway's proxy logic, one instance per listener.
 pub struct Gateway {
@@ -38,11 +38,14 @@ impl Gateway {
     }
 }
 
-/// A Pingora error that stands for a `GatewayError` already stored in the context.
-fn gateway_failure(ctx: &mut Ctx, err: GatewayError) -> Box<Error> {
-    let msg = err.to_string();
-    ctx.error = Some(err);
-    Error::explain(ErrorType::InternalError, msg)
+/// A Pingora error whose cause is the gateway's own decision.
+fn refusal(err: GatewayError) -> Box<Error> {
+    Error::because(ErrorType::InternalError, "refused by the gateway", err)
+}
+
+/// The gateway's own decision behind a Pingora error, if it is one.
+pub fn gateway_error(e: &Error) -> Option<&GatewayError> {
+    e.root_cause().downcast_ref::<GatewayError>()
 }
 
 #[async_trait]
@@ -54,44 +57,21 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
-        ctx.tls = ssl.is_some();
-        ctx.client_cert = ssl.and_then(|s| {
-            let cert = s.extension.get::<Arc<crate::tls::client::ClientCert>>()?;
-            Some(cert.clone())
-        });
-        let mut outcome = screen(session, ctx).await;
-        if ctx.span.is_none() && !ctx.traceparent.is_empty() {
-            let req = session.req_header();
-            ctx.span = crate::telemetry::request(
-                ctx.traceparent.to_str().unwrap_or_default(),
-                req.method.as_str(),
-                req.uri.path(),
-            );
-        }
-        if outcome.is_ok() {
-            if let Some(agg) = ctx.route().and_then(|r| r.aggregate.clone()) {
-                // A backend-for-frontend route answers here; nothing is proxied.
-                outcome = bff::answer(session, ctx, &agg).await;
-                if outcome.is_ok() {
-                    return Ok(true);
-                }
-            }
-        }
+        admit::client(session, ctx);
+        let snapshot = ctx.snapshot.clone();
+        let admitted = admit::admit(session.req_header(), ctx);
+        admit::trace(session, ctx);
+        let outcome = match admitted {
+            admit::Outcome::Reject(err) => Err(err),
+            admit::Outcome::Proxy => match ctx.route.and_then(|i| snapshot.routes.get(i)) {
+                Some(route) => stage::all(route, session, ctx).await,
+                None => Err(GatewayError::NoRoute),
+            },
+        };
         match outcome {
-            Ok(()) => {
-                // A body up to 64 KiB is kept so that a retry can send it again.
-                if ctx
-                    .route()
-                    .and_then(|r| r.upstream.as_ref())
-                    .is_some_and(|u| u.retry.is_some())
-                {
-                    session.as_mut().enable_retry_buffering();
-                }
+            Ok(stage::Flow::Answered) => Ok(true),
+            Ok(stage::Flow::Next) => {
+                peer::prepare(session, ctx);
                 Ok(false)
             }
             Err(err) => {
@@ -102,37 +82,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(upstream) = ctx.route().and_then(|r| r.upstream.clone()) else {
-            return Err(gateway_failure(ctx, GatewayError::NoRoute));
-        };
-        let key = if upstream.hashes() {
-            client::hash_key(session.req_header(), ctx, &upstream.hash_key)
-        } else {
-            Vec::new()
-        };
-        if !std::mem::take(&mut ctx.stale) {
-            retry::before_try(ctx).await;
-            ctx.tries += 1;
-        }
-        // Open breakers and unhealthy targets are skipped; with none left the answer is an
-        // immediate 503.
-        let Some(backend) = upstream.select_for(&key, &ctx.tried) else {
-            return Err(gateway_failure(ctx, GatewayError::UpstreamUnavailable));
-        };
-        retry::count_retry(ctx);
-        ctx.tried.push(backend.addr.clone());
-        ctx.target = Some(backend.addr.clone());
-        ctx.upstream_status = None;
-        ctx.upstream_started = Some(Instant::now());
-        if let Some(cx) = &ctx.span {
-            let attrs = vec![
-                opentelemetry::KeyValue::new("gateway.upstream", upstream.name.to_string()),
-                opentelemetry::KeyValue::new("server.address", backend.addr.to_string()),
-                opentelemetry::KeyValue::new("gateway.try", i64::from(ctx.tries)),
-            ];
-            ctx.try_span = crate::telemetry::child(cx, "gateway.upstream", attrs);
-        }
-        Ok(upstream.peer(&backend))
+        peer::select(session, ctx).await.map_err(refusal)
     }
 
     fn fail_to_connect(
@@ -142,9 +92,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        retry::record(ctx, false);
-        end_try(ctx, 0, Some(e.to_string()));
-        e.set_retry(retry::may_retry(session, ctx));
+        peer::end_span(ctx, 0, Some(e.to_string()));
+        peer::count_failure(ctx, &e);
+        let next = peer::end(session, ctx, End::ConnectFailed);
+        e.set_retry(next == attempt::Next::Retry);
         e
     }
 
@@ -157,28 +108,30 @@ impl ProxyHttp for Gateway {
         upstream_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        end_try(ctx, 0, Some(e.to_string()));
-        if std::mem::take(&mut ctx.retrying) {
+        peer::end_span(ctx, 0, Some(e.to_string()));
+        if ctx.tries.next == Some(attempt::Next::Retry) {
             // Decided (and taken from the budget) when the upstream's status arrived.
             e.set_retry(true);
             return e;
         }
-        let reused_only = matches!(e.retry, pingora_error::RetryType::ReusedOnly);
-        if reused_only
-            && ctx.error.is_none()
-            && retry::stale_connection(session, upstream_reused, ctx)
+        let refused = gateway_error(&e).is_some();
+        let end = if refused {
+            End::Abandoned
+        } else if upstream_reused
+            && ctx.tries.status.is_none()
+            && matches!(e.retry, pingora_error::RetryType::ReusedOnly)
         {
-            ctx.stale = true;
-            e.set_retry(true);
-            return e;
+            End::Stale
+        } else if ctx.tries.status.is_none() && matches!(e.esource(), ErrorSource::Upstream) {
+            End::Failed
+        } else {
+            End::Abandoned
+        };
+        if end == End::Failed {
+            peer::count_failure(ctx, &e);
         }
-        // A failure before the upstream answered counts against the target; the gateway's
-        // own refusals (a body over the limit) and failures mid-answer do not retry.
-        let before_answer = ctx.upstream_status.is_none() && ctx.error.is_none();
-        if before_answer && matches!(e.esource(), pingora_error::ErrorSource::Upstream) {
-            retry::record(ctx, false);
-        }
-        e.set_retry(before_answer && retry::may_retry(session, ctx));
+        let next = peer::end(session, ctx, end);
+        e.set_retry(next != attempt::Next::Stop);
         e
     }
 
@@ -199,12 +152,10 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(b) = body {
-            if let Err(err) = admit::count_body(ctx, b.len()) {
-                return Err(gateway_failure(ctx, err));
-            }
+        match body {
+            Some(b) => admit::count_body(ctx, b.len()).map_err(refusal),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -217,32 +168,14 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let status = resp.status.as_u16();
-        end_try(ctx, status, None);
-        let failed = crate::upstream::retry::retryable_status(status);
-        retry::record(ctx, !failed);
-        if failed && retry::may_retry(session, ctx) {
+        peer::end_span(ctx, status, None);
+        peer::answered(ctx, status);
+        if peer::end(session, ctx, End::Answered(status)) == attempt::Next::Retry {
             // Nothing went to the client yet: try again, elsewhere if possible.
-            if let Some(up) = ctx.upstream_name() {
-                metrics::UPSTREAM_ERRORS
-                    .with_label_values(&[up, "status"])
-                    .inc();
-            }
-            ctx.retrying = true;
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
                 "upstream answered with a retryable status",
             ));
-        }
-        ctx.upstream_status = Some(status);
-        if let (Some(up), Some(t)) = (ctx.upstream_name(), ctx.upstream_started) {
-            metrics::UPSTREAM_DURATION
-                .with_label_values(&[up])
-                .observe(t.elapsed().as_secs_f64());
-            if resp.status.is_server_error() {
-                metrics::UPSTREAM_ERRORS
-                    .with_label_values(&[up, "status"])
-                    .inc();
-            }
         }
         Ok(())
     }
@@ -258,10 +191,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let err = match ctx.error.take() {
-            Some(err) => Some(err),
-            None => respond::classify(e, ctx),
-        };
+        let err = gateway_error(e).cloned().or_else(|| respond::classify(e));
         let code = match &err {
             Some(err) if session.response_written().is_none() => {
                 respond::write_error(session, ctx, err, true).await
@@ -269,25 +199,24 @@ impl ProxyHttp for Gateway {
             Some(err) => err.status_and_code().0.as_u16(),
             None => 0,
         };
-        ctx.error = err;
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
         // The gateway's own refusals, and clients that went away, are reported by the
         // access log (status 0 for the latter), not as errors.
-        let client_gone = matches!(error.esource(), pingora_error::ErrorSource::Downstream)
+        let client_gone = matches!(error.esource(), ErrorSource::Downstream)
             && matches!(
                 error.etype(),
                 ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
             );
         client_gone
             || matches!(
-                ctx.error,
-                Some(GatewayError::BodyTooLarge { .. }) | Some(GatewayError::UpstreamUnavailable)
+                gateway_error(error),
+                Some(GatewayError::BodyTooLarge { .. } | GatewayError::UpstreamUnavailable)
             )
     }
 
@@ -303,30 +232,15 @@ impl ProxyHttp for Gateway {
         )
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        end_try(ctx, 0, None);
-        if let Some(cx) = ctx.span.take() {
-            let error = ctx.error.as_ref().map(ToString::to_string);
+        peer::finish(ctx);
+        peer::end_span(ctx, 0, None);
+        if let Some(cx) = ctx.trace.request.take() {
+            let error =
+                e.map(|e| gateway_error(e).map_or_else(|| e.to_string(), |g| g.to_string()));
             crate::telemetry::end(&cx, status, error);
         }
         log::finish(session, ctx, status);
-    }
-}
-
-/// Steps 1 to 6: route, size limits, authentication, rate limits, validation.
-async fn screen(session: &mut Session, ctx: &mut Ctx) -> std::result::Result<(), GatewayError> {
-    if let admit::Outcome::Reject(err) = admit::admit(session.req_header(), ctx) {
-        return Err(err);
-    }
-    guard::check(session.req_header(), ctx).await?;
-    throttle::check(session.req_header(), ctx).await?;
-    inspect::check(session, ctx).await
-}
-
-/// Ends the current upstream try's span, if one is open.
-fn end_try(ctx: &mut Ctx, status: u16, error: Option<String>) {
-    if let Some(cx) = ctx.try_span.take() {
-        crate::telemetry::end(&cx, status, error);
     }
 }

@@ -2,7 +2,6 @@
 
 use super::ctx::Ctx;
 use crate::error::GatewayError;
-use crate::metrics;
 use crate::upstream::client::FailureKind;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
@@ -16,7 +15,10 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
     if close
         || matches!(
             err,
-            GatewayError::BodyTooLarge { .. } | GatewayError::RequestTimeout
+            GatewayError::BodyTooLarge { .. }
+                | GatewayError::RequestTimeout
+                | GatewayError::HeaderTooLarge(_)
+                | GatewayError::Malformed(_)
         )
     {
         session.set_keepalive(None);
@@ -28,11 +30,11 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
     };
     let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = head.insert_header(http::header::CONTENT_LENGTH, r.body.len());
-    let _ = head.insert_header("X-Request-Id", ctx.request_id.clone());
+    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
     for (k, v) in r.headers {
         let _ = head.insert_header(k, v);
     }
-    super::throttle::add_headers(&mut head, ctx);
+    super::stage::rate_limit::add_headers(&mut head, ctx);
     let head_only = session.req_header().method == http::Method::HEAD;
     if let Err(e) = session
         .write_response_header(Box::new(head), head_only)
@@ -71,17 +73,13 @@ async fn linger(session: &mut Session) {
 }
 
 /// The answer for a Pingora error, or `None` when the client is gone and nothing can be
-/// written. Upstream failures are counted by kind.
-pub fn classify(e: &Error, ctx: &Ctx) -> Option<GatewayError> {
+/// written.
+pub fn classify(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
     match e.esource() {
         ErrorSource::Upstream => {
-            let (kind, timed_out) = FailureKind::of(e);
-            if let Some(up) = ctx.upstream_name() {
-                metrics::UPSTREAM_ERRORS
-                    .with_label_values(&[up, kind.as_str()])
-                    .inc();
-            }
+            // Counted in `gateway_upstream_errors_total` when the try ended (`peer`).
+            let (_, timed_out) = FailureKind::of(e);
             Some(match timed_out {
                 true => GatewayError::UpstreamTimeout,
                 false => GatewayError::BadGateway,

@@ -1,10 +1,10 @@
 //! Compiles a parsed policy set into a [`Snapshot`]: every cross-reference checked, every
 //! route, template and upstream pool built, all problems reported together with file:line.
 
-use super::snapshot::{Rewrite, Route, Settings, Snapshot};
+use super::snapshot::{Rewrite, Route, Settings, Snapshot, Stage};
 use crate::config::policy::RouteDef;
 use crate::config::{GatewayConfig, PolicySet, PolicySource, Problems};
-use crate::proxy::router::{HostPattern, PathPattern, Router, Segment};
+use crate::runtime::router::{HostPattern, PathPattern, Router, Segment};
 use crate::template::{Scope, Template};
 use crate::upstream::Upstream;
 use http::{HeaderName, HeaderValue, Method};
@@ -43,6 +43,9 @@ pub fn compile(
         max_body: gw.file.limits.max_body.0,
         body_timeout: gw.file.limits.body_timeout.0,
         trusted_proxies: gw.file.trusted_proxies.clone(),
+        head: crate::conn::head::HeadLimits::from_config(&gw.file.limits),
+        header_timeout: gw.file.limits.header_timeout.0,
+        idle_timeout: gw.file.limits.idle_timeout.0,
     });
 
     // Upstream CA files are watched and part of the change check, like schemas.
@@ -82,6 +85,7 @@ pub fn compile(
                 continue;
             };
             c.route.rate_limit = limits.route(src, &at, def, &mut problems);
+            c.route.stages = stages(&c.route, !consumer_plans.is_empty());
             let methods = def
                 .matcher
                 .methods
@@ -132,7 +136,31 @@ pub fn compile(
             .chain(referenced)
             .chain(crate::tls::files(gw))
             .collect(),
+        unmatched: crate::metrics::RouteMetrics::new(crate::metrics::UNMATCHED),
     })
+}
+
+/// The stages a route's requests pass, from the features it uses: a route pays only for
+/// what it has. `plans`: some consumer has a plan (which applies on any route that
+/// authenticates).
+fn stages(route: &Route, plans: bool) -> Vec<Stage> {
+    let public = route.auth.is_public();
+    let mut stages = Vec::new();
+    if !public {
+        stages.push(Stage::Authenticate);
+    }
+    if route.rate_limit.is_some() || (plans && !public) {
+        stages.push(Stage::RateLimit);
+    }
+    if route.validation.is_some() {
+        stages.push(Stage::Validate);
+    }
+    if route.aggregate.is_some() {
+        stages.push(Stage::Aggregate);
+    } else if route.validation.as_ref().is_some_and(|v| v.body.is_some()) {
+        stages.push(Stage::Relay);
+    }
+    stages
 }
 
 fn overlaps(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
@@ -164,13 +192,15 @@ fn build_upstreams(
                 ));
                 continue;
             }
-            let reused = prev
-                .and_then(|s| s.upstreams.get(name))
-                .filter(|u| u.same_as(def, src.dir()))
-                .cloned();
-            let built = match reused {
-                Some(u) => Ok(u),
-                None => Upstream::build(name, def, src.dir()).map(Arc::new),
+            // Nothing here resolves a name: an unchanged upstream is reused whole (with its
+            // resolved addresses, breakers and health); a changed one starts from the
+            // addresses its predecessor resolved, and the DNS service takes it from there.
+            let before = prev.and_then(|s| s.upstreams.get(name));
+            let built = match before.filter(|u| u.same_as(def, src.dir())) {
+                Some(u) => Ok(u.clone()),
+                None => {
+                    Upstream::build_after(name, def, src.dir(), before.map(|u| &**u)).map(Arc::new)
+                }
             };
             match built {
                 Ok(u) => {
@@ -339,6 +369,8 @@ fn compile_route(
             max_body,
             validation,
             rate_limit: None,
+            metrics: crate::metrics::RouteMetrics::new(&def.name),
+            stages: Vec::new(),
         },
     })
 }

@@ -3,10 +3,11 @@
 
 pub mod compile;
 pub mod reload;
+pub mod router;
 pub mod snapshot;
 pub mod store;
 pub mod unsupported;
 pub mod validation;
 
-pub use snapshot::{Route, Settings, Snapshot};
+pub use snapshot::{Route, Settings, Snapshot, Stage};
 pub use store::{Reloaded, Store};

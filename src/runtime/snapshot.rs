@@ -3,9 +3,10 @@
 use crate::aggregate::Aggregate;
 use crate::auth::jwks::JwksSource;
 use crate::auth::{Identities, RouteAuth};
-use crate::proxy::router::Router;
+use crate::metrics::RouteMetrics;
 use crate::ratelimit::compile::RateLimits;
 use crate::ratelimit::LimitSet;
+use crate::runtime::router::Router;
 use crate::template::Template;
 use crate::upstream::Upstream;
 use crate::validate::RouteValidation;
@@ -23,6 +24,14 @@ pub struct Settings {
     pub max_body: u64,
     pub body_timeout: std::time::Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// Head limits; HTTP/1 heads are held to them as they arrive (`crate::conn`), HTTP/2
+    /// ones once decoded.
+    pub head: crate::conn::head::HeadLimits,
+    /// A connection's first head must be complete this long after it opened; a later head,
+    /// this long after its first byte.
+    pub header_timeout: std::time::Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -36,6 +45,21 @@ pub enum Rewrite {
     None,
     StripPrefix(String),
     Path(Template),
+}
+
+/// A step of the request pipeline after routing and size limits (`crate::proxy::stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Authentication and authorization (steps 3 and 4).
+    Authenticate,
+    /// The consumer's plan and the route's own limits (step 5).
+    RateLimit,
+    /// Query and body schemas (step 6).
+    Validate,
+    /// Backend-for-frontend calls, answered by the gateway.
+    Aggregate,
+    /// A validated body too large for Pingora to replay is sent by the gateway itself.
+    Relay,
 }
 
 /// One compiled route.
@@ -53,6 +77,10 @@ pub struct Route {
     pub validation: Option<Arc<RouteValidation>>,
     /// The route's own rate limits (the consumer's plan applies on top).
     pub rate_limit: Option<Arc<LimitSet>>,
+    /// Request count and duration handles, resolved once.
+    pub metrics: RouteMetrics,
+    /// The stages its requests pass, in order: only those of the features it uses.
+    pub stages: Vec<Stage>,
 }
 
 /// A whole generation of compiled policy.
@@ -73,6 +101,8 @@ pub struct Snapshot {
     /// Files the policies refer to (schemas, keys, certificates): watched, and part of the
     /// change check, so that editing one reloads the set.
     pub referenced: Vec<PathBuf>,
+    /// Metrics of requests that match no route (`route="_unmatched"`).
+    pub unmatched: RouteMetrics,
 }
 
 impl Snapshot {

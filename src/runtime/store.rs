@@ -198,7 +198,7 @@ impl Store {
 
     /// Re-reads gateway.yaml and every policy file; when anything changed (or `force`),
     /// compiles a whole new generation and swaps it in at once. On any problem the live set
-    /// stays. Blocking (file reads, name resolution): call it off the request path.
+    /// stays. Blocking (file reads): call it off the request path.
     pub fn reload(&self, force: bool) -> Result<Reloaded, Problems> {
         let _guard = lock(&self.reloading);
         let result = self.try_reload(force);
@@ -237,10 +237,17 @@ impl Store {
         if !restart.is_empty() {
             tracing::warn!(keys = ?restart, "gateway.yaml settings changed that apply only at start; restart the gateway to apply them");
         }
-        lock(&self.state).restart_required = restart;
         // Start-time settings stay as they were; the rest (limits, trusted proxies) apply now.
         gw.file.policies = self.started.file.policies.clone();
         gw.file.listeners = self.started.file.listeners.clone();
+        let result = self.swap(gw, force);
+        // Published once the new set is live: a reader that sees it sees the new limits.
+        lock(&self.state).restart_required = restart;
+        result
+    }
+
+    /// Loads, compiles and swaps in the policy set under `gw`.
+    fn swap(&self, gw: config::GatewayConfig, force: bool) -> Result<Reloaded, Problems> {
         let set = config::load_policies(&gw.policies_path())?;
         let prev = self.current.load_full();
         let inputs = inputs_hash(&gw, &set.hash, &prev.referenced);

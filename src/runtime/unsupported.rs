@@ -1,17 +1,31 @@
-//! Configuration whose feature has not landed yet: parsed (so typos are caught), then
-//! refused with a clear error rather than silently ignored. Each feature removes its lines.
+//! Settings of gateway.yaml that parse but cannot be honoured as written: refused with a
+//! clear error rather than silently ignored or clamped.
 
+use crate::config::gateway::{MAX_HEADERS_RANGE, MAX_HEADER_BYTES_RANGE};
 use crate::config::{GatewayConfig, Problems};
 
-const NOT_YET: &str = "is not supported yet";
-
-/// Parts of gateway.yaml that a later feature will implement: refused, never ignored.
+/// Problems with gateway.yaml values that the types alone do not catch.
 pub fn check_gateway(gw: &GatewayConfig) -> Problems {
     let mut p = Problems::default();
-    if gw.file.limits.header_timeout.is_some() {
+    let limits = &gw.file.limits;
+    let (lo, hi) = MAX_HEADER_BYTES_RANGE;
+    if !(lo..=hi).contains(&limits.max_header_bytes.0) {
         p.push(gw.problem(
-            "limits.header_timeout",
-            format!("limits.header_timeout {NOT_YET}: Pingora 0.9 reads request headers with its own fixed timeout (60 s per read)"),
+            "limits.max_header_bytes",
+            format!(
+                "limits.max_header_bytes must be between 1KiB and 1MiB - 1 byte; it is {}",
+                limits.max_header_bytes.0
+            ),
+        ));
+    }
+    let (lo, hi) = MAX_HEADERS_RANGE;
+    if !(lo..=hi).contains(&limits.max_headers) {
+        p.push(gw.problem(
+            "limits.max_headers",
+            format!(
+                "limits.max_headers must be between {lo} and {hi}; it is {}",
+                limits.max_headers
+            ),
         ));
     }
     p

@@ -4,7 +4,7 @@
 use super::snapshot::Settings;
 use crate::config::policy::RequestDef;
 use crate::config::PolicySource;
-use crate::validate::{query::QueryValidator, schema, RouteValidation, MAX_VALIDATED_BODY};
+use crate::validate::{query::QueryValidator, schema, RouteValidation};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,8 +17,9 @@ pub fn compile(
     referenced: &mut Vec<PathBuf>,
     err: &mut impl FnMut(&'static str, String),
 ) -> (Option<Arc<RouteValidation>>, u64) {
-    let explicit = req.max_body.map(|s| s.0);
-    let mut max_body = explicit.unwrap_or(settings.max_body);
+    // Bodies are validated whole before anything goes upstream, so memory per request is
+    // bounded by this limit.
+    let max_body = req.max_body.map_or(settings.max_body, |s| s.0);
     let body = req
         .schema
         .as_ref()
@@ -32,15 +33,6 @@ pub fn compile(
                 None
             }
         });
-    if req.schema.is_some() {
-        match explicit {
-            Some(n) if n > MAX_VALIDATED_BODY => err(
-                ".request.max_body",
-                format!("with a schema, max_body is at most 64KiB (bodies are validated whole before anything goes upstream); it is {n}"),
-            ),
-            _ => max_body = max_body.min(MAX_VALIDATED_BODY),
-        }
-    }
     let query = req.query_schema.as_ref().and_then(|s| {
         let compiled = schema::compile(s, src.dir())
             .map_err(|e| err(".request.query_schema", e))

@@ -1,9 +1,28 @@
 //! Circuit breakers, one per target: `failures` consecutive failures open it for
 //! `open_for`; then a single half-open probe closes it (success) or opens it again.
+//!
+//! An upstream of several targets without a `circuit_breaker` block still has passive
+//! ones: [`PASSIVE_FAILURES`] connections refused in a row take a target out for
+//! [`PASSIVE_OPEN_FOR`] (other failures, such as a 503, do not count for them), so that a
+//! dead target stops costing every request that is sent to it a connect attempt.
 
 use crate::metrics;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+
+/// Consecutive connect failures that take a target out when no breaker is configured.
+pub const PASSIVE_FAILURES: u32 = 3;
+pub const PASSIVE_OPEN_FOR: Duration = Duration::from_secs(5);
+
+/// What a try at a target came to, for its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// No connection could be made.
+    ConnectFailed,
+    /// A reset, a timeout or a retryable status.
+    Failed,
+}
 
 const CLOSED: u8 = 0;
 const HALF_OPEN: u8 = 1;
@@ -22,6 +41,10 @@ pub struct Breaker {
     retry_at: AtomicU64,
     /// Whether the half-open probe is out.
     probing: AtomicBool,
+    /// The address left the target set: its series is gone and stays gone.
+    gone: AtomicBool,
+    /// A passive breaker counts only connect failures.
+    passive: bool,
     epoch: Instant,
 }
 
@@ -36,10 +59,36 @@ impl Breaker {
             state: AtomicU8::new(CLOSED),
             retry_at: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+            passive: false,
             epoch: Instant::now(),
         };
         b.publish(CLOSED);
         b
+    }
+
+    /// The breaker of a target whose upstream configures none: connect failures only.
+    pub fn passive(upstream: &str, target: &str) -> Breaker {
+        let mut b = Breaker::new(upstream, target, PASSIVE_FAILURES, PASSIVE_OPEN_FOR);
+        b.passive = true;
+        b
+    }
+
+    pub fn is_passive(&self) -> bool {
+        self.passive
+    }
+
+    /// Feeds a try's verdict.
+    pub fn record(&self, v: Verdict) {
+        match v {
+            Verdict::Ok => self.success(),
+            Verdict::ConnectFailed => self.failure(),
+            Verdict::Failed if !self.passive => self.failure(),
+            // A passive breaker ignores what a live target may answer; a probe that got
+            // an answer proves the target reachable.
+            Verdict::Failed if self.state.load(Ordering::Acquire) != CLOSED => self.success(),
+            Verdict::Failed => {}
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -47,6 +96,10 @@ impl Breaker {
     }
 
     fn publish(&self, state: u8) {
+        // A request still in flight to a vanished address must not bring its series back.
+        if self.gone.load(Ordering::Acquire) {
+            return;
+        }
         metrics::CIRCUIT_STATE
             .with_label_values(&[&self.upstream, &self.target])
             .set(i64::from(state));
@@ -84,6 +137,24 @@ impl Breaker {
         self.state.load(Ordering::Acquire) != CLOSED
             && (self.now_ms() < self.retry_at.load(Ordering::Acquire)
                 || self.probing.load(Ordering::Acquire))
+    }
+
+    /// The target's address left the upstream's target set: removes its
+    /// `gateway_circuit_state` series (a gauge for an address that no longer exists would
+    /// stay at its last value forever).
+    pub fn forget(&self) {
+        self.gone.store(true, Ordering::Release);
+        let _ = metrics::CIRCUIT_STATE.remove_label_values(&[&self.upstream, &self.target]);
+    }
+
+    /// A try let through ended without a verdict (the client left, the gateway refused the
+    /// body, a stale pooled connection): a half-open breaker lets the next request probe,
+    /// so that a target never stays half-open with no traffic. If the try was admitted
+    /// while the breaker was closed, this may let one extra probe through; never fewer.
+    pub fn release(&self) {
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            self.probing.store(false, Ordering::Release);
+        }
     }
 
     pub fn success(&self) {
@@ -127,5 +198,23 @@ mod tests {
         assert!(b.admit());
         b.success();
         assert!(b.admit() && b.admit(), "closed");
+    }
+
+    #[test]
+    fn passive_breakers_count_connect_failures_only() {
+        let b = Breaker::passive("u", "t");
+        for _ in 0..10 {
+            b.record(Verdict::Failed);
+        }
+        assert!(b.admit(), "answers, even 503s, do not take a target out");
+        b.record(Verdict::ConnectFailed);
+        b.record(Verdict::ConnectFailed);
+        b.record(Verdict::Ok);
+        b.record(Verdict::ConnectFailed);
+        b.record(Verdict::ConnectFailed);
+        assert!(b.admit(), "not consecutive");
+        b.record(Verdict::ConnectFailed);
+        assert!(!b.admit(), "three refused connections in a row");
+        assert!(b.is_open());
     }
 }

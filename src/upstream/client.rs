@@ -5,10 +5,13 @@
 use super::Upstream;
 use crate::metrics;
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::Peer;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_load_balancing::Backend;
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -75,9 +78,51 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// An answer whose header has arrived and whose body is read as it comes.
+pub struct Live {
+    pub header: ResponseHeader,
+    session: HttpSession,
+    peer: Box<HttpPeer>,
+    /// The target that answered.
+    pub target: super::Addr,
+}
+
+impl Live {
+    /// The next piece of the body; `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, CallError> {
+        self.session
+            .read_response_body()
+            .await
+            .map_err(|e| CallError::from(FailureKind::of(&e)))
+    }
+
+    /// Returns the connection to the pool once the whole answer has been read.
+    pub async fn finish(self) {
+        CONNECTOR
+            .release_http_session(self.session, &*self.peer, self.peer.idle_timeout())
+            .await;
+    }
+}
+
+/// Something a try produced, with the status that decides whether to try again.
+trait Status {
+    fn status(&self) -> u16;
+}
+
+impl Status for Answer {
+    fn status(&self) -> u16 {
+        self.header.status.as_u16()
+    }
+}
+
+impl Status for Live {
+    fn status(&self) -> u16 {
+        self.header.status.as_u16()
+    }
+}
+
 /// Sends `req` (and `body`) to a target of `upstream` and reads the whole answer, at most
-/// `max_body` bytes of it. A pooled connection that turns out to be closed is replaced by a
-/// fresh one once; otherwise nothing is retried here.
+/// `max_body` bytes of it.
 pub async fn send(
     upstream: &Upstream,
     key: &[u8],
@@ -85,6 +130,52 @@ pub async fn send(
     body: Option<Bytes>,
     max_body: usize,
 ) -> Result<Answer, CallError> {
+    with_retries(upstream, key, req, |backend| {
+        let body = body.clone();
+        Box::pin(async move {
+            let mut live = try_once(upstream, &backend, req, body).await?;
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = live.chunk().await? {
+                if buf.len() + chunk.len() > max_body {
+                    return Err(CallError::TooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            let header = live.header.clone();
+            live.finish().await;
+            Ok(Answer {
+                header,
+                body: buf.freeze(),
+            })
+        })
+    })
+    .await
+}
+
+/// Sends `req` with `body` and returns as soon as an answer's header has arrived; the
+/// caller reads the body as it comes. Tries are made as for [`send`].
+pub async fn open(
+    upstream: &Upstream,
+    key: &[u8],
+    req: &RequestHeader,
+    body: Bytes,
+) -> Result<Live, CallError> {
+    with_retries(upstream, key, req, |backend| {
+        let body = Some(body.clone());
+        Box::pin(async move { try_once(upstream, &backend, req, body).await })
+    })
+    .await
+}
+
+/// Tries `attempt` on the targets of `upstream` until one answers with a status that is
+/// not retryable, or the upstream's retry policy and budget say stop. Idempotent requests
+/// only are tried again. Every outcome counts for the target's breaker.
+async fn with_retries<'a, T: Status>(
+    upstream: &'a Upstream,
+    key: &[u8],
+    req: &RequestHeader,
+    mut attempt: impl FnMut(Backend) -> BoxFuture<'a, Result<T, CallError>>,
+) -> Result<T, CallError> {
     let may_repeat = super::retry::idempotent(&req.method, &req.headers);
     let mut tried: Vec<super::Addr> = Vec::new();
     loop {
@@ -103,13 +194,19 @@ pub async fn send(
             .select_for(key, &tried)
             .ok_or(CallError::Unavailable)?;
         let target = backend.addr.clone();
-        let result = try_once(upstream, &backend, req, body.clone(), max_body).await;
-        let failed = match &result {
-            Ok(a) => super::retry::retryable_status(a.header.status.as_u16()),
-            Err(CallError::TooLarge) => false,
-            Err(_) => true,
+        let result = attempt(backend).await;
+        if let (true, Some(policy)) = (!tried.is_empty(), &upstream.retry) {
+            policy.budget.retry_done();
+        }
+        use super::breaker::Verdict;
+        let verdict = match &result {
+            Ok(a) if super::retry::retryable_status(a.status()) => Verdict::Failed,
+            Ok(_) | Err(CallError::TooLarge) => Verdict::Ok,
+            Err(CallError::Connect) => Verdict::ConnectFailed,
+            Err(_) => Verdict::Failed,
         };
-        upstream.record(&target, !failed);
+        let failed = verdict != Verdict::Ok;
+        upstream.record(&target, verdict);
         tried.push(target);
         let again = failed
             && may_repeat
@@ -123,14 +220,14 @@ pub async fn send(
     }
 }
 
-/// One try at one target.
+/// One try at one target, up to the answer's header. A pooled connection that turns out
+/// to be closed is replaced by a fresh one once.
 async fn try_once(
     upstream: &Upstream,
-    backend: &pingora_load_balancing::Backend,
+    backend: &Backend,
     req: &RequestHeader,
     body: Option<Bytes>,
-    max_body: usize,
-) -> Result<Answer, CallError> {
+) -> Result<Live, CallError> {
     let peer = upstream.peer(backend);
     let mut req = req.clone();
     if !req.headers.contains_key(http::header::HOST) {
@@ -138,24 +235,26 @@ async fn try_once(
     }
     let req = &req;
     let started = Instant::now();
-    let result = match exchange(&peer, req, body.clone(), max_body, true).await {
-        Err(Failed::Stale) => exchange(&peer, req, body, max_body, false).await,
+    let result = match exchange(&peer, req, body.clone(), true).await {
+        Err(Failed::Stale) => exchange(&peer, req, body, false).await,
         other => other,
     };
     let name = &*upstream.name;
     match result {
-        Ok(answer) => {
-            metrics::UPSTREAM_DURATION
-                .with_label_values(&[name])
-                .observe(started.elapsed().as_secs_f64());
-            if answer.header.status.is_server_error() {
+        Ok((session, header)) => {
+            upstream.duration.observe(started.elapsed().as_secs_f64());
+            if header.status.is_server_error() {
                 metrics::UPSTREAM_ERRORS
                     .with_label_values(&[name, "status"])
                     .inc();
             }
-            Ok(answer)
+            Ok(Live {
+                header,
+                session,
+                peer,
+                target: backend.addr.clone(),
+            })
         }
-        Err(Failed::TooLarge) => Err(CallError::TooLarge),
         Err(Failed::Stale) => Err(CallError::Reset),
         Err(Failed::Io(kind)) => {
             metrics::UPSTREAM_ERRORS
@@ -169,17 +268,16 @@ async fn try_once(
 enum Failed {
     /// A reused connection failed before any answer: worth one more try on a new one.
     Stale,
-    TooLarge,
     Io((FailureKind, bool)),
 }
 
+/// Writes the request and reads the answer's header.
 async fn exchange(
-    peer: &pingora_core::upstreams::peer::HttpPeer,
+    peer: &HttpPeer,
     req: &RequestHeader,
     body: Option<Bytes>,
-    max_body: usize,
     may_reuse: bool,
-) -> Result<Answer, Failed> {
+) -> Result<(HttpSession, ResponseHeader), Failed> {
     let io = |e: Box<Error>| Failed::Io(FailureKind::of(&e));
     let (mut session, reused) = CONNECTOR.get_http_session(peer).await.map_err(io)?;
     // As the proxy does: the upstream's read and write timeouts apply to each operation.
@@ -195,26 +293,15 @@ async fn exchange(
         session.write_request_body(b, true).await.map_err(stale)?;
     }
     session.finish_request_body().await.map_err(stale)?;
-    let header = loop {
+    loop {
         session.read_response_header().await.map_err(stale)?;
         match session.response_header() {
             Some(h) if h.status.is_informational() => continue,
-            Some(h) => break h.clone(),
+            Some(h) => {
+                let h = h.clone();
+                return Ok((session, h));
+            }
             None => return Err(io(Error::new(ErrorType::InvalidHTTPHeader))),
         }
-    };
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_response_body().await.map_err(io)? {
-        if buf.len() + chunk.len() > max_body {
-            return Err(Failed::TooLarge);
-        }
-        buf.extend_from_slice(&chunk);
     }
-    CONNECTOR
-        .release_http_session(session, peer, peer.idle_timeout())
-        .await;
-    Ok(Answer {
-        header,
-        body: buf.freeze(),
-    })
 }

@@ -64,7 +64,7 @@ impl Schedule {
     }
 
     /// Whether a run is due; if so, it counts as started now.
-    fn take_due(&self) -> bool {
+    pub(super) fn take_due(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
         let last = self.last.load(Ordering::Acquire);
         let due = last == u64::MAX || now.saturating_sub(last) >= self.interval.as_millis() as u64;

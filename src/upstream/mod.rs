@@ -1,33 +1,31 @@
 //! Upstream pools: targets, balancing and the peer (with its timeouts) a request goes to.
-//! Built once per load; an unchanged definition keeps its pool across reloads.
+//! Built once per load; an unchanged definition keeps its pool (and its resolved targets,
+//! breakers and health) across reloads. Host names among the targets are resolved in the
+//! background (`dns`), never on the request path nor when a set is compiled.
 
 pub mod breaker;
 pub mod client;
+pub mod dns;
 pub mod health;
 pub mod retry;
+mod targets;
 mod tls;
 
-use crate::config::policy::{Balance, UpstreamDef};
+use crate::config::policy::UpstreamDef;
 use crate::config::values::ClientKey;
+use arc_swap::ArcSwap;
 /// A target's address, as the balancer knows it.
 pub use pingora_core::protocols::l4::socket::SocketAddr as Addr;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
-use pingora_load_balancing::{Backend, LoadBalancer};
-use std::collections::HashMap;
+use pingora_load_balancing::Backend;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use targets::{Balancer, Feed, Targets};
 use tls::{tls, Tls};
 
 /// How long a pooled upstream connection may stay idle before it is closed.
 const POOL_IDLE: Duration = Duration::from_secs(60);
-
-enum Balancer {
-    RoundRobin(LoadBalancer<RoundRobin>),
-    Random(LoadBalancer<Random>),
-    Consistent(LoadBalancer<Consistent>),
-}
 
 /// One named upstream pool.
 pub struct Upstream {
@@ -35,17 +33,22 @@ pub struct Upstream {
     /// The definition it was built from; compared on reload to reuse the pool.
     pub def: UpstreamDef,
     balancer: Balancer,
+    /// What the balancer's discovery returns: the current target set.
+    feed: Feed,
+    /// Breakers and the single-target fast path of the current target set; read without a
+    /// lock on the request path, replaced whole when the set changes.
+    targets: ArcSwap<Targets>,
+    /// Serializes changes of the target set.
+    applying: Mutex<()>,
+    /// The targets as written, and what their host names last resolved to.
+    dns: dns::Names,
     pub hash_key: ClientKey,
     tls: Option<Tls>,
     pub retry: Option<retry::RetryPolicy>,
-    /// One breaker per target address (with `circuit_breaker`).
-    /// Keyed by target address (no formatting per request).
-    breakers: HashMap<Addr, breaker::Breaker>,
     /// When active health checks last ran (with `health_check`).
     pub health: Option<health::Schedule>,
-    /// The only target, when there is one and no health check can take it out: selected
-    /// without going through the balancer (no per-request set of visited targets).
-    single: Option<Backend>,
+    /// `gateway_upstream_duration_seconds{upstream}`, resolved once.
+    pub duration: prometheus::Histogram,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -57,62 +60,39 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the pool. Targets are `host:port`; names are resolved once, here. `dir`
-    /// resolves a relative CA file.
+    /// Builds the pool. Targets are `host:port`; only their syntax is checked here: IP
+    /// targets are used as they are, host names start without addresses until the DNS
+    /// service resolves them. `dir` resolves a relative CA file.
     pub fn build(name: &str, def: &UpstreamDef, dir: &Path) -> Result<Upstream, String> {
+        Upstream::build_after(name, def, dir, None)
+    }
+
+    /// As [`Upstream::build`], for an upstream that replaces `prev` (same name, changed
+    /// definition) on a reload: names both have start with what `prev` resolved them to.
+    pub fn build_after(
+        name: &str,
+        def: &UpstreamDef,
+        dir: &Path,
+        prev: Option<&Upstream>,
+    ) -> Result<Upstream, String> {
         if def.targets.is_empty() {
             return Err("an upstream needs at least one target".into());
         }
-        for t in &def.targets {
-            check_target(t)?;
-        }
+        let parsed = def
+            .targets
+            .iter()
+            .map(|t| dns::parse_target(t))
+            .collect::<Result<Vec<_>, _>>()?;
         let tls = tls(def, dir)?;
-        let targets = def.targets.iter().map(String::as_str);
-        let fail = |e: std::io::Error| format!("cannot resolve targets: {e}");
-        let hc = || health::check(def, tls.as_ref());
-        let balancer = match def.balance {
-            Balance::RoundRobin => {
-                let mut lb = LoadBalancer::try_from_iter(targets).map_err(fail)?;
-                if let Some(hc) = hc() {
-                    lb.set_health_check(hc);
-                }
-                Balancer::RoundRobin(lb)
-            }
-            Balance::Random => {
-                let mut lb = LoadBalancer::try_from_iter(targets).map_err(fail)?;
-                if let Some(hc) = hc() {
-                    lb.set_health_check(hc);
-                }
-                Balancer::Random(lb)
-            }
-            Balance::ConsistentHash => {
-                let mut lb = LoadBalancer::try_from_iter(targets).map_err(fail)?;
-                if let Some(hc) = hc() {
-                    lb.set_health_check(hc);
-                }
-                Balancer::Consistent(lb)
-            }
-        };
-        let backends = match &balancer {
-            Balancer::RoundRobin(lb) => lb.backends().get_backend(),
-            Balancer::Random(lb) => lb.backends().get_backend(),
-            Balancer::Consistent(lb) => lb.backends().get_backend(),
-        };
-        let single = match (backends.len(), &def.health_check) {
-            (1, None) => backends.iter().next().cloned(),
-            _ => None,
-        };
-        let mut breakers = HashMap::new();
-        if let Some(cb) = &def.circuit_breaker {
-            for b in backends.iter() {
-                let label = b.addr.to_string();
-                let breaker = breaker::Breaker::new(name, &label, cb.failures, cb.open_for.0);
-                breakers.insert(b.addr.clone(), breaker);
-            }
+        let feed = Feed::default();
+        let balancer = Balancer::new(def.balance, &feed, health::check(def, tls.as_ref()));
+        let every = def.dns_refresh.map_or(dns::DEFAULT_REFRESH, |d| d.0);
+        let names = dns::Names::new(parsed, every);
+        if let Some(p) = prev {
+            names.seed_from(&p.dns);
         }
-        Ok(Upstream {
+        let up = Upstream {
             retry: def.retries.as_ref().map(retry::RetryPolicy::new),
-            breakers,
             health: def
                 .health_check
                 .as_ref()
@@ -120,10 +100,16 @@ impl Upstream {
             name: name.into(),
             def: def.clone(),
             balancer,
+            feed,
+            targets: ArcSwap::from_pointee(Targets::default()),
+            applying: Mutex::new(()),
+            dns: names,
             hash_key: def.hash_key.clone().unwrap_or(ClientKey::ClientIp),
             tls,
-            single,
-        })
+            duration: crate::metrics::UPSTREAM_DURATION.with_label_values(&[name]),
+        };
+        up.apply(up.dns.addresses());
+        Ok(up)
     }
 
     /// Whether a rebuilt upstream would be the same as this one: same definition, same
@@ -139,61 +125,64 @@ impl Upstream {
         }
     }
 
-    fn select_with(&self, key: &[u8], accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
-        const MAX_ITER: usize = 256;
-        match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_ITER, accept),
-            Balancer::Random(lb) => lb.select_with(key, MAX_ITER, accept),
-            Balancer::Consistent(lb) => lb.select_with(key, MAX_ITER, accept),
-        }
-    }
-
     /// Picks a healthy target whose breaker lets the request through, preferring one not in
     /// `tried` (the targets earlier tries of this request went to); `key` matters only for
-    /// consistent hashing. `None`: no target can take the request now.
+    /// consistent hashing. `None`: no target can take the request now (none resolved, all
+    /// unhealthy or open).
     pub fn select_for(&self, key: &[u8], tried: &[Addr]) -> Option<Backend> {
+        let t = self.targets.load();
         let admit = |b: &Backend| {
-            self.breakers.is_empty()
-                || self
-                    .breakers
-                    .get(&b.addr)
-                    .is_none_or(breaker::Breaker::admit)
+            t.breakers.is_empty() || t.breakers.get(&b.addr).is_none_or(|br| br.admit())
         };
-        if let Some(only) = &self.single {
+        if let Some(only) = &t.single {
             // Tried or not, it is the only choice.
             return admit(only).then(|| only.clone());
         }
         let fresh = |b: &Backend, healthy: bool| healthy && !tried.contains(&b.addr) && admit(b);
-        self.select_with(key, fresh)
-            .or_else(|| self.select_with(key, |b, healthy| healthy && admit(b)))
+        self.balancer.select_with(key, fresh).or_else(|| {
+            self.balancer
+                .select_with(key, |b, healthy| healthy && admit(b))
+        })
     }
 
     /// Whether some target could take a request now (healthy, breaker not open), without
     /// taking a half-open probe.
     pub fn available(&self) -> bool {
-        self.select_with(b"", |b, healthy| {
-            healthy && self.breakers.get(&b.addr).is_none_or(|br| !br.is_open())
-        })
-        .is_some()
+        let t = self.targets.load();
+        self.balancer
+            .select_with(b"", |b, healthy| {
+                healthy && t.breakers.get(&b.addr).is_none_or(|br| !br.is_open())
+            })
+            .is_some()
     }
 
-    /// Feeds a try's outcome to the target's breaker.
-    pub fn record(&self, target: &Addr, ok: bool) {
-        if let Some(b) = self.breakers.get(target) {
-            match ok {
-                true => b.success(),
-                false => b.failure(),
-            }
+    /// A try at `target` ended without a verdict: its half-open probe, if it was one, is
+    /// given back.
+    pub fn release(&self, target: &Addr) {
+        let t = self.targets.load();
+        if t.breakers.is_empty() {
+            return;
+        }
+        if let Some(b) = t.breakers.get(target) {
+            b.release();
+        }
+    }
+
+    /// Feeds a try's verdict to the target's breaker.
+    pub fn record(&self, target: &Addr, v: breaker::Verdict) {
+        let t = self.targets.load();
+        // Most upstreams have no breakers: no hashing of the address per request then.
+        if t.breakers.is_empty() {
+            return;
+        }
+        if let Some(b) = t.breakers.get(target) {
+            b.record(v);
         }
     }
 
     /// Runs the active health checks of every target (with `health_check`).
     pub async fn check_health(&self) {
-        match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.backends().run_health_check(true).await,
-            Balancer::Random(lb) => lb.backends().run_health_check(true).await,
-            Balancer::Consistent(lb) => lb.backends().run_health_check(true).await,
-        }
+        self.balancer.check_health().await;
     }
 
     /// Whether the key for consistent hashing needs to be computed at all.
@@ -224,18 +213,13 @@ impl Upstream {
     }
 }
 
-fn check_target(t: &str) -> Result<(), String> {
-    let bad = || format!("invalid target {t:?}: expected host:port, such as 127.0.0.1:9001");
-    let (host, port) = t.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(bad());
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod dns_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::policy::Balance;
 
     fn def(targets: &[&str], balance: Balance) -> UpstreamDef {
         serde_yaml::from_str::<UpstreamDef>(&format!(
@@ -296,24 +280,35 @@ mod tests {
         let mut d = def(&["127.0.0.1:1"], Balance::RoundRobin);
         d.circuit_breaker = serde_yaml::from_str("{ failures: 2, open_for: 60s }").unwrap();
         let u = Upstream::build_here("u", &d).unwrap();
-        assert!(u.single.is_some());
+        assert!(u.targets.load().single.is_some());
         let only = u.select_for(b"", &[]).unwrap();
         // Already tried: still the only choice.
         assert_eq!(
             u.select_for(b"", std::slice::from_ref(&only.addr)).unwrap(),
             only
         );
-        u.record(&only.addr, false);
-        u.record(&only.addr, false);
+        u.record(&only.addr, breaker::Verdict::Failed);
+        u.record(&only.addr, breaker::Verdict::Failed);
         assert!(u.select_for(b"", &[]).is_none(), "open breaker");
         // Several targets go through the balancer.
         let two = Upstream::build_here("u", &def(&["127.0.0.1:1", "127.0.0.1:2"], Balance::Random));
-        assert!(two.unwrap().single.is_none());
+        assert!(two.unwrap().targets.load().single.is_none());
     }
 
     #[test]
     fn bad_targets() {
-        for t in ["nope", ":80", "127.0.0.1:0", "127.0.0.1:99999"] {
+        for t in [
+            "nope",
+            ":80",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            "http://users:80",
+            "::1:80",
+            "[::1]:0",
+            "a b:80",
+            "users:",
+            "users:http",
+        ] {
             assert!(
                 Upstream::build_here("u", &def(&[t], Balance::Random)).is_err(),
                 "{t}"

@@ -4,7 +4,7 @@
 
 use crate::config::policy::RetriesDef;
 use rand::Rng;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Each request earns this share of a retry (milli-retries): about 20% of requests may be
@@ -15,16 +15,22 @@ const COST: i64 = 1000;
 const CAP: i64 = 100 * COST;
 const START: i64 = 10 * COST;
 
-/// A token bucket of retries, filled by requests.
+/// Retries that may be in flight whatever the balance (Envoy's `min_retry_concurrency`): a
+/// quiet upstream with one dead target still retries every request that hits it.
+const MIN_CONCURRENT: u32 = 3;
+
+/// A token bucket of retries, filled by requests, with a floor of retries in flight.
 #[derive(Debug)]
 pub struct Budget {
     balance: AtomicI64,
+    in_flight: AtomicU32,
 }
 
 impl Default for Budget {
     fn default() -> Self {
         Budget {
             balance: AtomicI64::new(START),
+            in_flight: AtomicU32::new(0),
         }
     }
 }
@@ -39,13 +45,35 @@ impl Budget {
             });
     }
 
-    /// Takes one retry, if the budget has one.
+    /// Takes one retry: one of the few that may always be in flight, else one from the
+    /// balance. A granted retry must be given back with [`Budget::retry_done`].
     pub fn withdraw(&self) -> bool {
-        self.balance
+        let floor = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MIN_CONCURRENT).then_some(n + 1)
+            })
+            .is_ok();
+        if floor {
+            return true;
+        }
+        let paid = self
+            .balance
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
                 (b >= COST).then_some(b - COST)
             })
-            .is_ok()
+            .is_ok();
+        if paid {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
+        paid
+    }
+
+    /// A granted retry has ended.
+    pub fn retry_done(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
@@ -109,14 +137,32 @@ mod tests {
     fn budget_limits_retries_to_a_fifth() {
         let b = Budget::default();
         let mut granted = 0;
+        // Retries that never end (an outage): the floor of 3 in flight, the reserve of 10,
+        // then one retry per 5 requests.
         for _ in 0..1000 {
             b.deposit();
             if b.withdraw() {
                 granted += 1;
             }
         }
-        // The reserve of 10, then one retry per 5 requests.
-        assert!((200..=211).contains(&granted), "{granted}");
+        assert!((203..=214).contains(&granted), "{granted}");
+    }
+
+    #[test]
+    fn a_few_retries_in_flight_are_always_allowed() {
+        let b = Budget {
+            balance: AtomicI64::new(0),
+            in_flight: AtomicU32::new(0),
+        };
+        // Sequential retries, each done before the next: never refused, even broke.
+        for _ in 0..1000 {
+            assert!(b.withdraw());
+            b.retry_done();
+        }
+        assert!(b.withdraw() && b.withdraw() && b.withdraw());
+        assert!(!b.withdraw(), "a fourth at once needs a balance");
+        b.retry_done();
+        assert!(b.withdraw());
     }
 
     #[test]

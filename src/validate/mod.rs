@@ -10,10 +10,6 @@ use serde_json::Value;
 
 /// Most schema errors reported in one answer.
 pub const MAX_DETAILS: usize = 20;
-/// Largest body a schema route may accept. Pingora re-sends a body that was read before
-/// proxying only from its retry buffer, which holds 64 KiB; validating before anything
-/// reaches the upstream needs the whole body read first.
-pub const MAX_VALIDATED_BODY: u64 = 64 * 1024;
 
 /// What a route validates.
 pub struct RouteValidation {

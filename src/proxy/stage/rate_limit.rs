@@ -1,12 +1,15 @@
 //! Step 5 of a request: the rate limits of the consumer's plan and of the route, decided
 //! together. The decision's headers land in the context for every later response.
 
-use super::ctx::Ctx;
+use super::Flow;
 use crate::config::gateway::OnStoreError;
 use crate::error::GatewayError;
 use crate::metrics;
+use crate::proxy::ctx::Ctx;
 use crate::ratelimit::Limit;
-use pingora_http::{RequestHeader, ResponseHeader};
+use crate::runtime::Route;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Store failures are logged at most once a second: a dead Redis must not flood the log.
@@ -20,17 +23,19 @@ fn log_store_error(err: &crate::ratelimit::StoreError) {
     }
 }
 
-pub async fn check(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayError> {
+pub async fn run(
+    route: &Route,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<Flow, GatewayError> {
+    let req = session.req_header();
     let snapshot = ctx.snapshot.clone();
-    let Some(route) = ctx.route.and_then(|i| snapshot.routes.get(i)) else {
-        return Ok(());
-    };
     let plan = ctx
         .consumer()
         .and_then(|c| snapshot.rate.consumer_plans.get(c));
     let sets = [plan, route.rate_limit.as_ref()];
     if sets.iter().all(Option::is_none) {
-        return Ok(());
+        return Ok(Flow::Next);
     }
     let keys: Vec<(&[std::sync::Arc<Limit>], String)> = sets
         .iter()
@@ -38,7 +43,7 @@ pub async fn check(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayErro
         .map(|s| {
             (
                 s.limits.as_slice(),
-                super::client::rate_key(&s.key, req, ctx),
+                crate::proxy::client::rate_key(&s.key, req, ctx),
             )
         })
         .collect();
@@ -48,11 +53,11 @@ pub async fn check(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayErro
         .collect();
     let backend = &snapshot.rate.backend;
     match backend.check(&items).await {
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(Flow::Next),
         Ok(Some(d)) => {
             ctx.rate = Some(d.headers);
             if d.admitted {
-                return Ok(());
+                return Ok(Flow::Next);
             }
             metrics::RATE_LIMITED
                 .with_label_values(&[&route.name])
@@ -67,7 +72,7 @@ pub async fn check(req: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayErro
                 .inc();
             log_store_error(&e);
             match backend.on_error() {
-                OnStoreError::Allow => Ok(()),
+                OnStoreError::Allow => Ok(Flow::Next),
                 OnStoreError::Deny => Err(GatewayError::RateLimitUnavailable),
             }
         }

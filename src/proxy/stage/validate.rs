@@ -1,9 +1,11 @@
 //! Step 6 of a request: validation of the query and of the body, which is read whole
 //! (bounded by the route's limit and `limits.body_timeout`) before anything goes upstream.
 
-use super::ctx::Ctx;
+use super::Flow;
 use crate::error::GatewayError;
 use crate::metrics;
+use crate::proxy::ctx::Ctx;
+use crate::runtime::Route;
 use crate::validate::{check_body, is_json_media_type, RouteValidation};
 use pingora_proxy::Session;
 
@@ -12,7 +14,8 @@ pub async fn read_body(
     ctx: &Ctx,
     limit: u64,
 ) -> Result<Vec<u8>, GatewayError> {
-    // What is read here is kept by Pingora's retry buffer and sent upstream as it was.
+    // What is read here is kept by Pingora's retry buffer (up to 64 KiB) and sent upstream
+    // as it was; a larger body goes through `relay`.
     session.as_mut().enable_retry_buffering();
     // A client that sent `Expect: 100-continue` waits for it before sending the body; the
     // upstream that would otherwise answer it is only asked once the body has been read, so
@@ -31,7 +34,14 @@ pub async fn read_body(
             .remove_header(&http::header::EXPECT);
     }
     let deadline = tokio::time::Instant::now() + ctx.snapshot.settings.body_timeout;
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(
+        session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .map_or(0, |n| n.min(limit as usize)),
+    );
     loop {
         match tokio::time::timeout_at(deadline, session.read_request_body()).await {
             Err(_) => return Err(GatewayError::RequestTimeout),
@@ -51,7 +61,7 @@ pub async fn read_body(
     }
 }
 
-async fn run(
+async fn validate(
     session: &mut Session,
     ctx: &mut Ctx,
     v: &RouteValidation,
@@ -95,20 +105,23 @@ async fn run(
     }
     let body = read_body(session, ctx, limit).await?;
     check_body(schema, &body)?;
-    // Kept for a backend-for-frontend call that forwards it.
-    ctx.body = Some(body.into());
+    // Kept for a backend-for-frontend call that forwards it, and for the relay when
+    // Pingora's retry buffer could not hold it.
+    ctx.body.relay = session.as_ref().retry_buffer_truncated();
+    ctx.body.held = Some(body.into());
     Ok(())
 }
 
 /// Validates the request against its route's schemas; counts refusals.
-pub async fn check(session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
-    let Some(route) = ctx.route() else {
-        return Ok(());
+pub async fn run(
+    route: &Route,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<Flow, GatewayError> {
+    let Some(v) = &route.validation else {
+        return Ok(Flow::Next);
     };
-    let Some(v) = route.validation.clone() else {
-        return Ok(());
-    };
-    let result = run(session, ctx, &v, route.max_body).await;
+    let result = validate(session, ctx, v, route.max_body).await;
     if let Err(
         GatewayError::Invalid { .. }
         | GatewayError::BadRequest(_)
@@ -116,8 +129,8 @@ pub async fn check(session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayEr
     ) = &result
     {
         metrics::VALIDATION_FAILURES
-            .with_label_values(&[ctx.route_name()])
+            .with_label_values(&[&route.name])
             .inc();
     }
-    result
+    result.map(|()| Flow::Next)
 }

@@ -1,29 +1,42 @@
 //! Backend-for-frontend routes: after the checks of steps 1 to 6, the route's aggregate
 //! calls are made, merged, and answered here; nothing is proxied.
 
-use super::ctx::Ctx;
-use super::forward::{gateway_headers, RequestValues};
+use super::Flow;
 use crate::aggregate::merge::merge;
-use crate::aggregate::run::{run, Inputs};
+use crate::aggregate::run::{self as calls, Inputs};
 use crate::aggregate::Aggregate;
 use crate::error::GatewayError;
 use crate::metrics;
+use crate::proxy::ctx::Ctx;
+use crate::proxy::forward::{gateway_headers, RequestValues};
+use crate::runtime::Route;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
-pub async fn answer(
+pub async fn run(
+    route: &Route,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<Flow, GatewayError> {
+    let Some(agg) = &route.aggregate else {
+        return Ok(Flow::Next);
+    };
+    answer(route, session, ctx, agg)
+        .await
+        .map(|()| Flow::Answered)
+}
+
+async fn answer(
+    route: &Route,
     session: &mut Session,
     ctx: &mut Ctx,
     agg: &Aggregate,
 ) -> Result<(), GatewayError> {
-    let body = match (&ctx.body, agg.forwards_body) {
+    let body = match (&ctx.body.held, agg.forwards_body) {
         (Some(b), true) => Some(b.clone()),
-        (None, true) => {
-            let limit = ctx.route().map_or(0, |r| r.max_body);
-            Some(bytes::Bytes::from(
-                super::inspect::read_body(session, ctx, limit).await?,
-            ))
-        }
+        (None, true) => Some(bytes::Bytes::from(
+            super::validate::read_body(session, ctx, route.max_body).await?,
+        )),
         (_, false) => None,
     };
     let client = session.req_header().clone();
@@ -35,7 +48,7 @@ pub async fn answer(
         .calls
         .iter()
         .map(|c| match c.upstream.hashes() {
-            true => super::client::hash_key(&client, ctx, &c.upstream.hash_key),
+            true => crate::proxy::client::hash_key(&client, ctx, &c.upstream.hash_key),
             false => Vec::new(),
         })
         .collect();
@@ -45,10 +58,10 @@ pub async fn answer(
         headers: &headers,
         body: body.map(|b| (b, content_type)),
         keys,
-        span: ctx.span.as_ref(),
+        span: ctx.trace.request.as_ref(),
     };
-    let outcomes = run(agg, &inputs).await;
-    let route = ctx.route_name();
+    let outcomes = calls::run(agg, &inputs).await;
+    let route = &*route.name;
     for (call, outcome) in agg.calls.iter().zip(&outcomes) {
         let Some(outcome) = outcome else { continue };
         let label = match &**outcome {
@@ -68,11 +81,11 @@ pub async fn answer(
         ResponseHeader::build(http::StatusCode::OK, Some(6)).map_err(|_| GatewayError::Internal)?;
     let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len());
-    let _ = head.insert_header("X-Request-Id", ctx.request_id.clone());
+    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
     if merged.partial {
         let _ = head.insert_header("x-gateway-partial", "true");
     }
-    super::throttle::add_headers(&mut head, ctx);
+    super::rate_limit::add_headers(&mut head, ctx);
     let head_only = client.method == http::Method::HEAD;
     // A client that went away is reported by the access log (status 0), not here.
     if session
