@@ -128,21 +128,21 @@ impl HeadScan {
     }
 
     fn request_line(&mut self, line: &[u8]) -> Result<(), Refusal> {
-        let method = memchr(b' ', line).map_or(line, |sp| &line[..sp]);
-        if method.len() == line.len() || method.is_empty() || !method.iter().all(|&b| tchar(b)) {
-            return Err(Refusal::BadMethod);
+        // The method is a token followed by a space.
+        match token_end(line) {
+            n if n > 0 && line.get(n) == Some(&b' ') => Ok(()),
+            _ => Err(Refusal::BadMethod),
         }
-        Ok(())
     }
 
     fn field(&mut self, line: &[u8]) -> Result<(), Refusal> {
-        let colon = memchr(b':', line).ok_or(Refusal::BadHeader)?;
-        let name = &line[..colon];
-        // Also refuses obsolete line folding (a line starting with white space) and white
-        // space before the colon (RFC 9112 §5.1, §5.2).
-        if name.is_empty() || !name.iter().all(|&b| tchar(b)) {
+        // A token followed by a colon. Also refuses obsolete line folding (a line starting
+        // with white space) and white space before the colon (RFC 9112 §5.1, §5.2).
+        let colon = token_end(line);
+        if colon == 0 || line.get(colon) != Some(&b':') {
             return Err(Refusal::BadHeader);
         }
+        let name = &line[..colon];
         if name.eq_ignore_ascii_case(b"content-length") {
             for part in line[colon + 1..].split(|&b| b == b',') {
                 let n = parse_length(part.trim_ascii()).ok_or(Refusal::Framing)?;
@@ -211,8 +211,12 @@ const TCHAR: [bool; 256] = {
     t
 };
 
-fn tchar(b: u8) -> bool {
-    TCHAR[usize::from(b)]
+/// The length of the token at the start of `s` (one pass that both finds its end and
+/// validates it, instead of a search for the delimiter and a second pass).
+fn token_end(s: &[u8]) -> usize {
+    s.iter()
+        .position(|&b| !TCHAR[usize::from(b)])
+        .unwrap_or(s.len())
 }
 
 #[cfg(test)]

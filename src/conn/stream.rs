@@ -68,6 +68,8 @@ pub struct Guarded {
     /// deadline: on a busy keep-alive connection every request moves the deadline later,
     /// so one timer serves many requests; when it fires early the rest is waited again.
     timer: Option<(Instant, Timer)>,
+    /// The idle deadline is set when a read first has to wait.
+    idle_unset: bool,
 }
 
 impl std::fmt::Debug for Guarded {
@@ -90,15 +92,18 @@ impl Guarded {
             scan: HeadScan::new(),
             deadline,
             timer: None,
+            idle_unset: false,
         }
     }
 
-    /// The previous request is done: wait for the next head, at most the idle timeout.
+    /// The previous request is done: wait for the next head, at most the idle timeout
+    /// (counted from when a read first has to wait: no clock read when the next request is
+    /// already there).
     pub fn next_request(&mut self) {
         self.state = State::Head { started: false };
         self.held.clear();
         self.scan = HeadScan::new();
-        self.set_deadline(self.settings.idle_timeout);
+        self.idle_unset = true;
     }
 
     fn set_deadline(&mut self, after: std::time::Duration) {
@@ -108,6 +113,9 @@ impl Guarded {
     /// Whether the current wait is over; otherwise the task is woken no later than when it
     /// is.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if std::mem::take(&mut self.idle_unset) {
+            self.set_deadline(self.settings.idle_timeout);
+        }
         loop {
             let now = Instant::now();
             if now >= self.deadline {
@@ -157,9 +165,10 @@ impl Guarded {
                 self.state = State::Done;
                 return Poll::Ready(Ok(()));
             }
-            if let State::Head { started: false } = self.state {
+            let first_bytes = matches!(self.state, State::Head { started: false });
+            if first_bytes {
                 self.state = State::Head { started: true };
-                self.set_deadline(self.settings.header_timeout);
+                self.idle_unset = false;
             }
             let limits = &self.settings.head;
             let verdict = if self.held.is_empty() {
@@ -179,6 +188,11 @@ impl Guarded {
                     return self.poll_release(out);
                 }
                 Scan::Partial => {
+                    // The rest of the head must come within the header timeout, from its
+                    // first byte (set only now: most heads arrive whole in one read).
+                    if first_bytes {
+                        self.set_deadline(self.settings.header_timeout);
+                    }
                     if self.held.is_empty() {
                         self.held.extend_from_slice(&out.filled()[before..]);
                     }
