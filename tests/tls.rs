@@ -959,6 +959,32 @@ async fn http2_is_negotiated_by_alpn_for_proxied_and_aggregate_routes() {
         "{many:?}"
     );
 
+    // HTTP/2 heads are held to the same limits as HTTP/1 ones once decoded: 150 fields
+    // (default limit 100) and one 40 KiB value (default 32KiB) are 431, never forwarded.
+    let hits = echo.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let mut many_fields = h2.get(gw.url("a.example.test", "/public/fields"));
+    for i in 0..150 {
+        many_fields = many_fields.header(format!("x-field-{i}"), "v");
+    }
+    let big_value = h2
+        .get(gw.url("a.example.test", "/public/big"))
+        .header("x-big", "b".repeat(40 << 10));
+    for (what, req) in [("150 fields", many_fields), ("a 40 KiB value", big_value)] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2, "{what}");
+        assert_eq!(r.status(), 431, "{what}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "request_header_too_large",
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(
+        echo.hits.load(std::sync::atomic::Ordering::SeqCst),
+        hits,
+        "an oversized HTTP/2 head reached the upstream"
+    );
+
     // An aggregate route over HTTP/2; every call carries X-Forwarded-Proto: https.
     let r = h2
         .get(gw.url("a.example.test", "/agg"))
