@@ -81,6 +81,9 @@ fn malformed_fields() {
         b"GET / HTTP/1.1\r\n: v\r\n\r\n",
         b"GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
         b"GET / HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: 1\r\n folded: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\tContent-Length: 5\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length\t: 5\r\n\r\n",
     ] {
         assert_eq!(whole(h), Scan::Refuse(Refusal::BadHeader), "{h:?}");
     }
