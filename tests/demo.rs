@@ -109,6 +109,36 @@ async fn readme_walkthrough() {
         .unwrap();
     assert_eq!(r.status(), 413);
 
+    // Hardening: an oversized head is 431, ambiguous framing 400, an encoded path goes up
+    // as the router matched it.
+    let r = c
+        .get(format!("{GW}/v1/users/42"))
+        .header("X-Big", "a".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "request_header_too_large"
+    );
+    let smuggle = b"POST /v1/echo/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let answer = common::raw(
+        "127.0.0.1:8080".parse().unwrap(),
+        smuggle,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(common::raw_status(&answer), 400, "{answer}");
+    assert!(answer.contains("bad_request"), "{answer}");
+    let v: Value = get("/v1/%65cho/encoded")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["path"], "/echo/encoded", "{v}");
+
     // The rate-limited demo route: 3 per 10 s per client, then 429 with Retry-After.
     let mut remaining = Vec::new();
     for _ in 0..3 {

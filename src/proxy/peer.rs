@@ -67,13 +67,18 @@ pub fn end(session: &Session, ctx: &mut Ctx, end: End) -> Next {
     let Some(upstream) = ctx.route().and_then(|r| r.upstream.clone()) else {
         return Next::Stop;
     };
+    let attempts = upstream.retry.as_ref().map_or(1, |p| p.attempts);
+    let tries = ctx.tries.count;
+    // Whether the request could be sent again matters only when another send is possible
+    // at all: a stale connection, or tries left. The common answered request skips it.
     let req = session.req_header();
-    let replayable = session.response_written().is_none()
+    let replayable = (end == End::Stale || tries < attempts)
+        && session.response_written().is_none()
         && !session.as_ref().retry_buffer_truncated()
         && idempotent(&req.method, &req.headers);
     let facts = Facts {
-        attempts: upstream.retry.as_ref().map_or(1, |p| p.attempts),
-        tries: ctx.tries.count,
+        attempts,
+        tries,
         replayable,
     };
     ctx.tries.end(&upstream, end, facts)

@@ -49,6 +49,10 @@ pub struct Upstream {
     pub health: Option<health::Schedule>,
     /// `gateway_upstream_duration_seconds{upstream}`, resolved once.
     pub duration: prometheus::Histogram,
+    /// Connect and read/write timeouts, taken from the definition when built (the request
+    /// path reads no configuration types).
+    connect_timeout: std::time::Duration,
+    read_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -107,6 +111,8 @@ impl Upstream {
             hash_key: def.hash_key.clone().unwrap_or(ClientKey::ClientIp),
             tls,
             duration: crate::metrics::UPSTREAM_DURATION.with_label_values(&[name]),
+            connect_timeout: def.timeouts.connect.0,
+            read_timeout: def.timeouts.read.0,
         };
         up.apply(up.dns.addresses());
         Ok(up)
@@ -204,10 +210,10 @@ impl Upstream {
             }
         };
         let o = &mut peer.options;
-        o.connection_timeout = Some(self.def.timeouts.connect.0);
-        o.total_connection_timeout = Some(self.def.timeouts.connect.0);
-        o.read_timeout = Some(self.def.timeouts.read.0);
-        o.write_timeout = Some(self.def.timeouts.read.0);
+        o.connection_timeout = Some(self.connect_timeout);
+        o.total_connection_timeout = Some(self.connect_timeout);
+        o.read_timeout = Some(self.read_timeout);
+        o.write_timeout = Some(self.read_timeout);
         o.idle_timeout = Some(POOL_IDLE);
         Box::new(peer)
     }
