@@ -28,7 +28,7 @@ pub fn absolute_authority(req: &RequestHeader) -> Option<&str> {
 
 /// Host to route on: the absolute-form target's authority, else the Host header;
 /// lower-case, without port.
-fn route_host(req: &RequestHeader) -> String {
+fn route_host(req: &RequestHeader) -> std::borrow::Cow<'_, str> {
     let raw = absolute_authority(req)
         .or_else(|| {
             req.headers
@@ -41,7 +41,13 @@ fn route_host(req: &RequestHeader) -> String {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    no_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = no_port.trim_end_matches('.');
+    // Hosts nearly always arrive in lower case: copy only when one does not.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 /// Who is asking: the peer's address, and whether (and with which certificate) it came
@@ -91,8 +97,8 @@ fn h2_head_fits(req: &RequestHeader, limits: &crate::conn::head::HeadLimits) -> 
 
 /// Sets up identity and matches the route. Runs once per request, before anything else.
 pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
-    ctx.ids.id = ids::request_id(req.headers.get("x-request-id"));
-    ctx.ids.traceparent = ids::traceparent(req.headers.get("traceparent"));
+    ctx.ids.id = ids::request_id(req.headers.get(&ids::X_REQUEST_ID));
+    ctx.ids.traceparent = ids::traceparent(req.headers.get(&ids::TRACEPARENT));
     if req.version == http::Version::HTTP_2 && !h2_head_fits(req, &ctx.snapshot.settings.head) {
         return Outcome::Reject(GatewayError::HeaderTooLarge(
             "request headers over the limit",

@@ -1,6 +1,10 @@
 //! Request identity headers: `X-Request-Id` and W3C `traceparent`.
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+
+/// Looked up by name on every request: a `&str` key is parsed again at each lookup.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A generated id as a header value; the text is ASCII hex, so the conversion cannot fail.
 fn value(text: String) -> HeaderValue {

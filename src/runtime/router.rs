@@ -305,7 +305,14 @@ pub fn decode_segments(path: &str) -> Result<Vec<std::borrow::Cow<'_, str>>, Pat
     let body = path.strip_prefix('/').ok_or(PathError::NotOrigin)?;
     body.split('/')
         .map(|seg| {
+            if seg == "." || seg == ".." {
+                return Err(PathError::DotSegment);
+            }
             let bytes = seg.as_bytes();
+            // Nearly every segment has no escape: it is its own decoding.
+            if memchr::memchr(b'%', bytes).is_none() {
+                return Ok(std::borrow::Cow::Borrowed(seg));
+            }
             let mut i = 0;
             while i < bytes.len() {
                 if bytes[i] == b'%' {

@@ -114,6 +114,15 @@ fn bad_paths() {
         PathError::DotSegment
     );
     assert_eq!(decode_segments("*").unwrap_err(), PathError::NotOrigin);
+    assert_eq!(decode_segments("/a/.").unwrap_err(), PathError::DotSegment);
+    assert_eq!(
+        decode_segments("/a/%2e").unwrap_err(),
+        PathError::DotSegment
+    );
+    // Unescaped segments are borrowed as they are; escaped ones decoded.
+    let segs = decode_segments("/a.b/..c/%41").unwrap();
+    assert!(matches!(segs[0], std::borrow::Cow::Borrowed("a.b")));
+    assert_eq!(segs, ["a.b", "..c", "A"]);
 }
 
 #[test]
