@@ -12,9 +12,13 @@ use gateway::config::values::Dur;
 use gateway::ratelimit::memory::{self, MemLimit};
 use gateway::ratelimit::redis::RedisBackend;
 use gateway::ratelimit::{Backend, Limit, Spec};
+use gateway::state::redis::RedisPool;
 use std::alloc::System;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+#[path = "support/redis.rs"]
+mod redis_server;
+use redis_server::Redis;
 
 /// Counts the bytes currently allocated, to measure what the keys cost (`cap` wraps the
 /// system allocator, so that this bench needs no unsafe code of its own).
@@ -91,48 +95,17 @@ fn bench_memory(c: &mut Criterion) {
     g.finish();
 }
 
-/// A `redis-server` on a free loopback port, stopped on drop.
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/setup.sh installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis(child, port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn bench_redis(c: &mut Criterion) {
     let redis = Redis::start();
-    let backend = RedisBackend::new(&RedisStore {
+    let cfg = RedisStore {
         url: format!("redis://127.0.0.1:{}", redis.1),
         timeout: Dur(Duration::from_secs(1)),
         on_error: OnStoreError::Deny,
         pool: 1,
         prefix: "bench:".into(),
-    })
-    .expect("redis settings");
+    };
+    let pool = RedisPool::new(&cfg).expect("redis settings");
+    let backend = RedisBackend::new(std::sync::Arc::new(pool), &cfg);
     let backend = Backend::Redis(Box::new(backend));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

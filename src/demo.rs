@@ -12,6 +12,20 @@ use std::time::Duration;
 /// Where the demo services listen; `policies/` points its upstreams here.
 pub const ADDRS: [&str; 2] = ["127.0.0.1:9001", "127.0.0.1:9002"];
 
+/// The demo webhook verifier's secret variable, and the demo-only value that `gateway demo`
+/// and the local-testing commands (`token`, `webhook-sign`) give it when it is not set (as
+/// the inline demo JWT key: never for production; `run` and `check` never set it).
+pub const WEBHOOK_SECRET_ENV: &str = "DEMO_WEBHOOK_SECRET";
+pub const WEBHOOK_SECRET_DEMO: &str = "whsec_ZGVtby1vbmx5LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ==";
+
+/// Sets the demo webhook secret unless the environment has one. Called before anything
+/// else runs (no other thread exists yet).
+pub fn default_webhook_secret() {
+    if std::env::var_os(WEBHOOK_SECRET_ENV).is_none() {
+        std::env::set_var(WEBHOOK_SECRET_ENV, WEBHOOK_SECRET_DEMO);
+    }
+}
+
 /// Longest delay `/slow` accepts.
 const MAX_SLOW_MS: u64 = 30_000;
 /// Largest request body the echo endpoint reads.

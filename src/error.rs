@@ -47,6 +47,16 @@ pub enum GatewayError {
     UpstreamUnavailable,
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
+    #[error("this request needs an idempotency key in the {0} header")]
+    IdempotencyKeyMissing(String),
+    #[error("a request with this idempotency key is still in progress")]
+    IdempotencyKeyInFlight,
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the webhook signature is missing, invalid or outside the time tolerance")]
+    InvalidSignature,
+    #[error("the shared store is unavailable")]
+    StoreUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -87,6 +97,11 @@ impl GatewayError {
             BadGateway | CallFailed { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             UpstreamUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            IdempotencyKeyMissing(_) => (StatusCode::BAD_REQUEST, "idempotency_key_missing"),
+            IdempotencyKeyInFlight => (StatusCode::CONFLICT, "idempotency_key_in_flight"),
+            IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -129,6 +144,9 @@ impl GatewayError {
             }
             GatewayError::RateLimited { retry_after } => {
                 headers.push((http::header::RETRY_AFTER, HeaderValue::from(*retry_after)));
+            }
+            GatewayError::IdempotencyKeyInFlight => {
+                headers.push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             _ => {}
         }

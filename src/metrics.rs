@@ -45,6 +45,19 @@ metric!(RATE_LIMIT_STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     &["kind"]));
 metric!(RATE_LIMIT_KEYS: IntGauge = register_int_gauge!(
     "gateway_rate_limit_keys", "Client keys held by the memory rate-limit store, over all limits."));
+metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "gateway_store_errors_total",
+    "Shared-store operations that failed, by feature (idempotency, webhook) and kind (timeout, error, full).",
+    &["feature", "kind"]));
+metric!(STORE_KEYS: IntGauge = register_int_gauge!(
+    "gateway_store_keys", "Entries held by the memory store (idempotency keys, webhook ids)."));
+metric!(IDEMPOTENCY: IntCounterVec = register_int_counter_vec!(
+    "gateway_idempotency_total",
+    "Requests with an idempotency key, by route and outcome (stored, replayed, in_flight, reused, not_stored).",
+    &["route", "outcome"]));
+metric!(WEBHOOK_DUPLICATES: IntCounterVec = register_int_counter_vec!(
+    "gateway_webhook_duplicates_total", "Webhook deliveries answered as duplicates, by route.",
+    &["route"]));
 metric!(AGGREGATE_CALLS: IntCounterVec = register_int_counter_vec!(
     "gateway_aggregate_calls_total", "Aggregate (backend-for-frontend) calls by route, call and outcome (ok, error, timeout).",
     &["route", "call", "outcome"]));
@@ -82,6 +95,10 @@ pub fn init() {
     LazyLock::force(&CIRCUIT_STATE);
     LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMIT_KEYS);
+    LazyLock::force(&STORE_KEYS);
+    LazyLock::force(&IDEMPOTENCY);
+    LazyLock::force(&WEBHOOK_DUPLICATES);
+    LazyLock::force(&STORE_ERRORS);
     for k in ["timeout", "error", "full"] {
         RATE_LIMIT_STORE_ERRORS.with_label_values(&[k]);
     }

@@ -1094,3 +1094,31 @@ fn hash_key_empty_fails() {
     assert!(!status.success(), "{out}");
     assert!(out.contains("the key is empty"), "{out}");
 }
+
+#[test]
+fn store_is_the_new_name_of_rate_limit_store_and_not_both() {
+    let p = policy(&["users"], &[route("a", "/a")]);
+    let c = ConfigDir::new(
+        "store:\n  backend: redis\n  redis: { url: \"redis://127.0.0.1:1\", on_error: deny }\n",
+        &[("a.yaml", &p)],
+    );
+    let (ok, out) = c.check();
+    assert!(ok, "{out}");
+    let c = ConfigDir::new("store:\n  backend: redis\n", &[("a.yaml", &p)]);
+    let (ok, out) = c.check();
+    let line = gateway_line(&c, "backend: redis");
+    assert_problem(
+        ok,
+        &out,
+        &c.gateway_yaml(),
+        line,
+        &["needs a `redis` mapping"],
+    );
+    let c = ConfigDir::new(
+        "store:\n  backend: memory\nrate_limit_store:\n  backend: memory\n",
+        &[("a.yaml", &p)],
+    );
+    let (ok, out) = c.check();
+    let line = gateway_line(&c, "rate_limit_store:");
+    assert_problem(ok, &out, &c.gateway_yaml(), line, &["both set"]);
+}

@@ -28,6 +28,7 @@ async fn readme_walkthrough() {
         .arg("demo")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("GATEWAY_ADMIN_TOKEN")
+        .env_remove("DEMO_WEBHOOK_SECRET")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -202,6 +203,84 @@ async fn readme_walkthrough() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["_errors"]["recommendations"], "timeout");
     assert!(v.get("recommendations").is_none());
+
+    // Idempotency on create-order: the retry gets the first answer, from the store.
+    let order = |key: &str, qty: u32| {
+        c.post(format!("{GW}/v1/orders"))
+            .header("X-API-Key", "demo-acme-key")
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key)
+            .body(format!(
+                r#"{{"sku":"ABC-1234","quantity":{qty},"email":"a@example.com"}}"#
+            ))
+            .send()
+    };
+    let first = order("demo-order-7", 1).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let again = order("demo-order-7", 1).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    // The upstream's echo of the first request, with the first request's id.
+    assert_eq!(again, first);
+    let other = order("demo-order-7", 9).await.unwrap();
+    assert_eq!(other.status(), 422);
+    let v: Value = other.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "idempotency_key_reused");
+
+    // A signed webhook, as `gateway webhook-sign` signs it; then its replay and a forgery.
+    let event = r#"{"type":"payment.succeeded","payment":"pay_1"}"#;
+    let out = Command::new(common::bin())
+        .args([
+            "webhook-sign",
+            "--verifier",
+            "payments",
+            "--id",
+            "evt_demo_1",
+            event,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DEMO_WEBHOOK_SECRET")
+        .output()
+        .expect("gateway webhook-sign");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = String::from_utf8(out.stdout).unwrap();
+    let headers: Vec<(String, String)> = args
+        .split_whitespace()
+        .filter(|a| *a != "-H")
+        .map(|h| {
+            let (k, v) = h.split_once(':').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(headers.len(), 3, "{args}");
+    let hook = |body: &'static str| {
+        let mut r = c.post(format!("{GW}/v1/webhooks/payments")).body(body);
+        for (k, v) in &headers {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    let r = hook(event).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["x-consumer-id"], "webhook:payments");
+    assert_eq!(v["body_bytes"], event.len());
+    let r = hook(event).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["webhook-duplicate"], "true");
+    let r = hook(r#"{"type":"payment.succeeded","payment":"pay_1","amount":1}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_signature");
 
     // HTTPS with HTTP/2 on the demo-only certificate.
     let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/certs/demo-ca.pem")).unwrap();

@@ -52,7 +52,11 @@ fn every_configuration_field_is_documented() {
     let doc = std::fs::read_to_string(root().join("docs/configuration.md")).expect("read doc");
     let mut missing = Vec::new();
     let mut seen = 0;
-    for file in ["src/config/gateway.rs", "src/config/policy.rs"] {
+    for file in [
+        "src/config/gateway.rs",
+        "src/config/policy.rs",
+        "src/config/integration.rs",
+    ] {
         for (s, f) in fields(file) {
             seen += 1;
             // Internal structs of the parser, not keys a user writes.
@@ -101,9 +105,14 @@ fn the_scanner_sees_renames_and_structs() {
 
 #[test]
 fn the_repository_configuration_passes_check() {
+    // The demo webhook verifier's secret, as `gateway demo` sets it.
     let out = Command::new(common::bin())
         .args(["check", "-c"])
         .arg(root().join("gateway.yaml"))
+        .env(
+            "DEMO_WEBHOOK_SECRET",
+            "whsec_ZGVtby1vbmx5LXdlYmhvb2stc2VjcmV0LWNoYW5nZS1tZQ==",
+        )
         .output()
         .expect("run gateway check");
     let text =

@@ -244,6 +244,7 @@ pub fn identities(set: &PolicySet, prev: &[Arc<JwksSource>], p: &mut Problems) -
         }
     }
     ids.api_keys = Some(index);
+    super::webhooks::compile(set, &mut ids, p);
     let mut headers = vec![http::HeaderName::from_static("x-consumer-id")];
     for prov in ids.providers.values() {
         headers.extend(prov.forward_claims.iter().map(|(_, h)| h.clone()));
@@ -277,7 +278,25 @@ pub fn route_auth(
                     Some(p) => auth.providers.push(p.clone()),
                     None => errs.push((".auth", format!("unknown jwt provider {name:?}"))),
                 },
+                AuthMethod::Webhook(name) => match ids.webhooks.get(name) {
+                    Some(v) => auth.webhook = Some(v.clone()),
+                    None => errs.push((
+                        ".auth",
+                        format!(
+                            "webhook verifier {name:?} is not defined (or has problems of its own)"
+                        ),
+                    )),
+                },
             }
+        }
+        if auth.webhook.is_some() && list.len() > 1 {
+            errs.push((
+                ".auth",
+                "a webhook verifier checks the request by itself: list it alone".into(),
+            ));
+        }
+        if auth.webhook.is_some() && !def.scopes.is_empty() {
+            errs.push((".scopes", "webhook routes have no scopes".into()));
         }
     }
     if auth.is_public() && !def.scopes.is_empty() {

@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod keys;
 pub mod mint;
 pub mod refresh;
+pub mod webhooks;
 
 use crate::tls::client::ClientCert;
 use apikey::ApiKeys;
@@ -73,11 +74,14 @@ pub struct RouteAuth {
     pub api_key: bool,
     pub client_cert: bool,
     pub scopes: Vec<String>,
+    /// `auth: [webhook:NAME]`: the request is a signed event (checked by its own stage,
+    /// `proxy::stage::webhook`, which reads the body).
+    pub webhook: Option<Arc<crate::webhook::Verifier>>,
 }
 
 impl RouteAuth {
     pub fn is_public(&self) -> bool {
-        self.providers.is_empty() && !self.api_key && !self.client_cert
+        self.providers.is_empty() && !self.api_key && !self.client_cert && self.webhook.is_none()
     }
 }
 
@@ -116,6 +120,8 @@ pub struct Identities {
     pub client_certs: Vec<(crate::tls::client::Subject, Arc<str>)>,
     /// Every header the gateway sets from an identity: removed from what clients send.
     pub identity_headers: Vec<http::HeaderName>,
+    /// `webhook_verifiers`, by name.
+    pub webhooks: HashMap<String, Arc<crate::webhook::Verifier>>,
 }
 
 fn bearer(req: &RequestHeader) -> Option<&str> {

@@ -13,6 +13,10 @@ pub struct GatewayFile {
     pub admin: Option<Admin>,
     #[serde(default = "default_policies")]
     pub policies: PathBuf,
+    /// Shared state (rate limits, idempotency keys, webhook ids).
+    #[serde(default)]
+    pub store: Option<RateLimitStore>,
+    /// The older name of `store`, still accepted.
     #[serde(default)]
     pub rate_limit_store: Option<RateLimitStore>,
     #[serde(default)]
@@ -116,8 +120,10 @@ pub struct RateLimitStore {
     pub backend: StoreBackend,
     #[serde(default)]
     pub redis: Option<RedisStore>,
-    /// Memory backend: keys tracked per limit at most; a new key beyond this is admitted
-    /// untracked and counted (`gateway_rate_limit_store_errors_total{kind="full"}`).
+    /// Memory backend: keys tracked per limit at most, and idempotency and webhook entries
+    /// at most; a new key beyond this is admitted untracked and counted
+    /// (`gateway_rate_limit_store_errors_total{kind="full"}`,
+    /// `gateway_store_errors_total{kind="full"}`).
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
     /// Memory backend: how often keys whose state is back to "fresh" are evicted.

@@ -3,6 +3,7 @@
 //! lives in `crate::runtime`.
 
 pub mod gateway;
+pub mod integration;
 pub mod locate;
 pub mod policy;
 pub mod problem;

@@ -20,6 +20,8 @@ pub struct PolicyFile {
     #[serde(default)]
     pub plans: BTreeMap<String, PlanDef>,
     #[serde(default)]
+    pub webhook_verifiers: BTreeMap<String, super::integration::WebhookVerifierDef>,
+    #[serde(default)]
     pub routes: Vec<RouteDef>,
 }
 
@@ -238,6 +240,8 @@ pub struct RouteDef {
     pub rewrite: Option<RewriteDef>,
     #[serde(default)]
     pub aggregate: Option<AggregateDef>,
+    #[serde(default)]
+    pub idempotency: Option<super::integration::IdempotencyDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -263,6 +267,8 @@ pub enum AuthMethod {
     ApiKey,
     /// A verified TLS client certificate whose subject names a consumer.
     ClientCert,
+    /// A signed inbound event, checked by the named `webhook_verifiers` entry.
+    Webhook(String),
 }
 
 impl std::str::FromStr for AuthMethod {
@@ -271,10 +277,11 @@ impl std::str::FromStr for AuthMethod {
         match s {
             "api_key" => Ok(AuthMethod::ApiKey),
             "client_cert" => Ok(AuthMethod::ClientCert),
-            _ => match s.strip_prefix("jwt:") {
-                Some(p) if !p.is_empty() => Ok(AuthMethod::Jwt(p.to_string())),
+            _ => match (s.strip_prefix("jwt:"), s.strip_prefix("webhook:")) {
+                (Some(p), _) if !p.is_empty() => Ok(AuthMethod::Jwt(p.to_string())),
+                (_, Some(v)) if !v.is_empty() => Ok(AuthMethod::Webhook(v.to_string())),
                 _ => Err(format!(
-                    "invalid auth method {s:?}: expected jwt:PROVIDER, api_key or client_cert (or `auth: none`)"
+                    "invalid auth method {s:?}: expected jwt:PROVIDER, api_key, client_cert or webhook:VERIFIER (or `auth: none`)"
                 )),
             },
         }

@@ -66,6 +66,8 @@ pub struct Ctx {
     pub body: Body,
     pub tries: Tries,
     pub trace: Trace,
+    /// Idempotency and webhook work left for when the answer is known.
+    pub after: super::after::After,
     /// Counts this request as in flight until it is dropped (a graceful stop waits).
     _in_flight: crate::conn::InFlight,
 }
@@ -87,6 +89,7 @@ impl Ctx {
             body: Body::default(),
             tries: Tries::default(),
             trace: Trace::default(),
+            after: super::after::After::default(),
             _in_flight: crate::conn::InFlight::enter(),
         }
     }

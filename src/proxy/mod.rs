@@ -5,6 +5,7 @@
 //! [`respond`].
 
 pub mod admit;
+pub mod after;
 pub mod attempt;
 pub mod client;
 pub mod ctx;
@@ -187,7 +188,23 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         forward::client_response(resp, ctx);
+        if ctx.after.idempotency.is_some() {
+            after::on_response(resp, ctx);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.after.idempotency.is_some() {
+            after::on_body(body.as_ref(), end_of_stream, ctx);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -240,6 +257,9 @@ impl ProxyHttp for Gateway {
             let error =
                 e.map(|e| gateway_error(e).map_or_else(|| e.to_string(), |g| g.to_string()));
             crate::telemetry::end(&cx, status, error);
+        }
+        if ctx.after.pending() {
+            after::finish(ctx, status, e.is_none()).await;
         }
         log::finish(session, ctx, status);
     }

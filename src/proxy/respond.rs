@@ -54,6 +54,42 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
     status
 }
 
+/// Writes an answer the gateway holds (a replayed idempotent answer, a webhook duplicate):
+/// its status, headers and body, with this request's id and rate headers. Returns whether
+/// it was written whole.
+pub async fn write_answer(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: u16,
+    headers: &[(&str, &[u8])],
+    body: bytes::Bytes,
+) -> bool {
+    let Ok(mut head) = ResponseHeader::build(status, Some(headers.len() + 4)) else {
+        return false;
+    };
+    for (k, v) in headers {
+        if let Ok(v) = http::HeaderValue::from_bytes(v) {
+            let _ = head.append_header(k.to_string(), v);
+        }
+    }
+    // RFC 9110 §8.6: no Content-Length on a 204 or 304.
+    if status != 204 && status != 304 {
+        let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len());
+    }
+    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    super::stage::rate_limit::add_headers(&mut head, ctx);
+    let head_only =
+        session.req_header().method == http::Method::HEAD || status == 204 || status == 304;
+    if session
+        .write_response_header(Box::new(head), head_only)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    head_only || session.write_response_body(Some(body), true).await.is_ok()
+}
+
 /// How much of a refused body is read and discarded, at most, before closing.
 const LINGER_BYTES: usize = 16 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(1);

@@ -4,7 +4,7 @@
 
 use super::memory::MemLimit;
 use super::{Backend, Limit, LimitSet, Spec};
-use crate::config::gateway::StoreBackend;
+use crate::config::gateway::{RateLimitStore, StoreBackend};
 use crate::config::policy::{LimitDef, RouteDef};
 use crate::config::values::ClientKey;
 use crate::config::{GatewayConfig, PolicySet, PolicySource, Problems};
@@ -23,26 +23,62 @@ pub struct RateLimits {
     pub limits: HashMap<String, Arc<Limit>>,
 }
 
-/// The process's store, from gateway.yaml.
-pub fn backend(gw: &GatewayConfig) -> Result<Backend, crate::config::Problem> {
-    let cfg = gw.file.rate_limit_store.clone().unwrap_or_default();
+/// The store's settings from gateway.yaml: `store`, or its older name.
+pub fn settings(
+    gw: &GatewayConfig,
+) -> Result<(RateLimitStore, &'static str), crate::config::Problem> {
+    match (&gw.file.store, &gw.file.rate_limit_store) {
+        (Some(_), Some(_)) => Err(gw.problem(
+            "rate_limit_store",
+            "`store` and its older name `rate_limit_store` are both set: keep `store`",
+        )),
+        (Some(s), None) => Ok((s.clone(), "store")),
+        (None, Some(s)) => Ok((s.clone(), "rate_limit_store")),
+        (None, None) => Ok((RateLimitStore::default(), "store")),
+    }
+}
+
+/// The process's shared state and rate-limit backend, from gateway.yaml: one Redis pool
+/// serves both.
+pub fn backend(
+    gw: &GatewayConfig,
+) -> Result<(crate::state::Shared, Backend), crate::config::Problem> {
+    let (cfg, at) = settings(gw)?;
     let memory = super::memory::Settings {
         max_keys: usize::try_from(cfg.max_keys).unwrap_or(usize::MAX),
         sweep_interval: cfg.sweep_interval.0,
     };
+    let kv_memory =
+        || crate::state::Kv::Memory(crate::state::memory::MemoryKv::new(memory.max_keys));
     match (cfg.backend, &cfg.redis) {
-        (StoreBackend::Memory, None) => Ok(Backend::Memory(memory)),
+        (StoreBackend::Memory, None) => Ok((
+            crate::state::Shared {
+                kv: kv_memory(),
+                on_error: crate::config::gateway::OnStoreError::Allow,
+                prefix: String::new(),
+            },
+            Backend::Memory(memory),
+        )),
         (StoreBackend::Memory, Some(_)) => Err(gw.problem(
-            "rate_limit_store.redis",
+            &format!("{at}.redis"),
             "`redis` is set but `backend` is memory: set `backend: redis` or remove `redis`",
         )),
         (StoreBackend::Redis, None) => Err(gw.problem(
-            "rate_limit_store.backend",
+            &format!("{at}.backend"),
             "`backend: redis` needs a `redis` mapping with at least `url`",
         )),
-        (StoreBackend::Redis, Some(r)) => super::redis::RedisBackend::new(r)
-            .map(|r| Backend::Redis(Box::new(r)))
-            .map_err(|e| gw.problem("rate_limit_store.redis", e)),
+        (StoreBackend::Redis, Some(r)) => {
+            let pool = crate::state::redis::RedisPool::new(r)
+                .map(std::sync::Arc::new)
+                .map_err(|e| gw.problem(&format!("{at}.redis"), e))?;
+            let shared = crate::state::Shared {
+                kv: crate::state::Kv::Redis(pool.clone()),
+                on_error: r.on_error,
+                prefix: r.prefix.clone(),
+            };
+            let rl = super::redis::RedisBackend::new(pool, r);
+            Ok((shared, Backend::Redis(Box::new(rl))))
+        }
     }
 }
 

@@ -114,24 +114,7 @@ pub fn decide(items: &[(&Limit, &str)], verdicts: &[Verdict]) -> Option<Decision
     })
 }
 
-/// Why the store could not decide.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("the rate-limit store did not answer in time")]
-    Timeout,
-    #[error("the rate-limit store failed: {0}")]
-    Failed(String),
-}
-
-impl StoreError {
-    /// The `kind` label of `gateway_rate_limit_store_errors_total`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Timeout => "timeout",
-            StoreError::Failed(_) => "error",
-        }
-    }
-}
+pub use crate::state::StoreError;
 
 /// Where rate-limit state lives: one per process (gateway.yaml's `rate_limit_store`).
 #[derive(Debug)]

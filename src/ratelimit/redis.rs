@@ -3,10 +3,9 @@
 
 use super::{Limit, StoreError, Verdict};
 use crate::config::gateway::{OnStoreError, RedisStore};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::state::redis::RedisPool;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// KEYS: one per limit. ARGV: per limit, its interval (µs) and burst.
@@ -44,13 +43,9 @@ return out
 /// Client keys longer than this are stored as their SHA-256.
 const MAX_RAW_KEY: usize = 128;
 
+/// Rate limits on the shared store's Redis connections.
 pub struct RedisBackend {
-    client: redis::Client,
-    /// Created on first use, on the runtime of the request that needed it.
-    pool: OnceLock<Vec<ConnectionManager>>,
-    size: usize,
-    next: AtomicUsize,
-    timeout: Duration,
+    pool: Arc<RedisPool>,
     pub on_error: OnStoreError,
     prefix: String,
     script: redis::Script,
@@ -59,56 +54,20 @@ pub struct RedisBackend {
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("pool", &self.size)
-            .field("timeout", &self.timeout)
+            .field("pool", &self.pool)
             .field("on_error", &self.on_error)
             .finish()
     }
 }
 
 impl RedisBackend {
-    /// Checks the settings; connects nothing yet.
-    pub fn new(cfg: &RedisStore) -> Result<RedisBackend, String> {
-        let client =
-            redis::Client::open(cfg.url.as_str()).map_err(|e| format!("invalid redis url: {e}"))?;
-        if cfg.pool == 0 {
-            return Err("redis pool must be at least 1".into());
-        }
-        Ok(RedisBackend {
-            client,
-            pool: OnceLock::new(),
-            size: cfg.pool,
-            next: AtomicUsize::new(0),
-            timeout: cfg.timeout.0,
+    pub fn new(pool: Arc<RedisPool>, cfg: &RedisStore) -> RedisBackend {
+        RedisBackend {
+            pool,
             on_error: cfg.on_error,
             prefix: cfg.prefix.clone(),
             script: redis::Script::new(SCRIPT),
-        })
-    }
-
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        if self.pool.get().is_none() {
-            // Reconnects back off from 10 ms to 1 s and never give up for long: the next
-            // request after a failed series starts a new one.
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
-                .set_response_timeout(Some(self.timeout))
-                .set_min_delay(Duration::from_millis(10))
-                .set_max_delay(Duration::from_secs(1));
-            let pool = (0..self.size)
-                .map(|_| {
-                    ConnectionManager::new_lazy_with_config(self.client.clone(), config.clone())
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::Failed(e.to_string()))?;
-            let _ = self.pool.set(pool);
         }
-        let pool = self
-            .pool
-            .get()
-            .ok_or_else(|| StoreError::Failed("no connection".into()))?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
-        Ok(pool[i].clone())
     }
 
     /// The Redis key of `limit` for client key `key`: readable, and the same on every replica.
@@ -130,14 +89,7 @@ impl RedisBackend {
             let interval = limit.spec.interval().as_micros().max(1) as u64;
             call.arg(interval).arg(limit.spec.burst);
         }
-        let mut conn = self.connection()?;
-        let out: Vec<i64> =
-            match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
-                Err(_) => return Err(StoreError::Timeout),
-                Ok(Err(e)) if e.is_timeout() => return Err(StoreError::Timeout),
-                Ok(Err(e)) => return Err(StoreError::Failed(e.to_string())),
-                Ok(Ok(out)) => out,
-            };
+        let out: Vec<i64> = self.pool.invoke(&call).await?;
         if out.len() != 3 * items.len() {
             return Err(StoreError::Failed(format!(
                 "unexpected script answer of {} values",

@@ -30,6 +30,8 @@ pub fn sweep(store: &Store) -> usize {
         }
     }
     metrics::RATE_LIMIT_KEYS.set(keys as i64);
+    // The shared store's idempotency keys and webhook ids expire on the same beat.
+    snapshot.state.kv.sweep();
     keys
 }
 

@@ -26,10 +26,10 @@ pub fn compile(
     let upstreams = build_upstreams(set, prev, &mut problems);
     let prev_jwks = prev.map(|s| s.jwks.as_slice()).unwrap_or_default();
     let ids = crate::auth::compile::identities(set, prev_jwks, &mut problems);
-    let backend = match prev {
-        Some(s) => s.rate.backend.clone(),
+    let (state, backend) = match prev {
+        Some(s) => (s.state.clone(), s.rate.backend.clone()),
         None => match crate::ratelimit::compile::backend(gw) {
-            Ok(b) => Arc::new(b),
+            Ok((state, b)) => (Arc::new(state), Arc::new(b)),
             Err(e) => {
                 problems.push(e);
                 return Err(problems);
@@ -130,6 +130,7 @@ pub fn compile(
         identities: ids.identities,
         jwks: ids.jwks,
         rate: limits.finish(consumer_plans),
+        state,
         referenced: ids
             .referenced
             .into_iter()
@@ -146,7 +147,9 @@ pub fn compile(
 fn stages(route: &Route, plans: bool) -> Vec<Stage> {
     let public = route.auth.is_public();
     let mut stages = Vec::new();
-    if !public {
+    if route.auth.webhook.is_some() {
+        stages.push(Stage::Webhook);
+    } else if !public {
         stages.push(Stage::Authenticate);
     }
     if route.rate_limit.is_some() || (plans && !public) {
@@ -155,9 +158,16 @@ fn stages(route: &Route, plans: bool) -> Vec<Stage> {
     if route.validation.is_some() {
         stages.push(Stage::Validate);
     }
+    if route.idempotency.is_some() {
+        stages.push(Stage::Idempotency);
+    }
+    // A stage that reads the whole body may leave one too large for Pingora to send.
+    let holds_body = route.validation.as_ref().is_some_and(|v| v.body.is_some())
+        || route.auth.webhook.is_some()
+        || route.idempotency.is_some();
     if route.aggregate.is_some() {
         stages.push(Stage::Aggregate);
-    } else if route.validation.as_ref().is_some_and(|v| v.body.is_some()) {
+    } else if holds_body {
         stages.push(Stage::Relay);
     }
     stages
@@ -322,6 +332,20 @@ fn compile_route(
     let req = def.request.clone().unwrap_or_default();
     let (validation, max_body) =
         super::validation::compile(src, &req, settings, referenced, &mut err);
+    let idempotency = match (&def.idempotency, &upstream) {
+        (None, _) => None,
+        (Some(_), None) => {
+            err(
+                ".idempotency",
+                "idempotency needs a route with an upstream (aggregate routes answer themselves)"
+                    .into(),
+            );
+            None
+        }
+        (Some(d), Some(u)) => crate::idempotency::Idempotency::compile(d, u.longest_answer())
+            .map_err(|e| err(".idempotency", e))
+            .ok(),
+    };
     let ops = req.headers.unwrap_or_default();
     let mut set_headers = Vec::new();
     for (k, v) in &ops.set {
@@ -369,6 +393,7 @@ fn compile_route(
             max_body,
             validation,
             rate_limit: None,
+            idempotency,
             metrics: crate::metrics::RouteMetrics::new(&def.name),
             stages: Vec::new(),
         },

@@ -52,10 +52,14 @@ pub enum Rewrite {
 pub enum Stage {
     /// Authentication and authorization (steps 3 and 4).
     Authenticate,
+    /// A signed webhook event, in place of authentication.
+    Webhook,
     /// The consumer's plan and the route's own limits (step 5).
     RateLimit,
     /// Query and body schemas (step 6).
     Validate,
+    /// Idempotency keys: take the key, or replay or refuse.
+    Idempotency,
     /// Backend-for-frontend calls, answered by the gateway.
     Aggregate,
     /// A validated body too large for Pingora to replay is sent by the gateway itself.
@@ -77,6 +81,7 @@ pub struct Route {
     pub validation: Option<Arc<RouteValidation>>,
     /// The route's own rate limits (the consumer's plan applies on top).
     pub rate_limit: Option<Arc<LimitSet>>,
+    pub idempotency: Option<crate::idempotency::Idempotency>,
     /// Request count and duration handles, resolved once.
     pub metrics: RouteMetrics,
     /// The stages its requests pass, in order: only those of the features it uses.
@@ -98,6 +103,9 @@ pub struct Snapshot {
     pub jwks: Vec<Arc<JwksSource>>,
     /// The rate-limit store and every limit, reused across reloads when unchanged.
     pub rate: RateLimits,
+    /// The shared store (idempotency keys, webhook ids): built at start, kept by every
+    /// generation.
+    pub state: Arc<crate::state::Shared>,
     /// Files the policies refer to (schemas, keys, certificates): watched, and part of the
     /// change check, so that editing one reloads the set.
     pub referenced: Vec<PathBuf>,

@@ -108,6 +108,7 @@ fn restart_keys(old: &GatewayFile, new: &GatewayFile) -> Vec<String> {
     cmp("listeners", old.listeners != new.listeners);
     cmp("admin", old.admin != new.admin);
     cmp("policies", old.policies != new.policies);
+    cmp("store", old.store != new.store);
     cmp(
         "rate_limit_store",
         old.rate_limit_store != new.rate_limit_store,

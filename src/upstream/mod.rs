@@ -191,6 +191,12 @@ impl Upstream {
         self.balancer.check_health().await;
     }
 
+    /// The longest a request can take here: every try to its connect and read timeouts.
+    pub fn longest_answer(&self) -> std::time::Duration {
+        let tries = self.retry.as_ref().map_or(1, |r| r.attempts);
+        (self.connect_timeout + self.read_timeout) * tries
+    }
+
     /// Whether the key for consistent hashing needs to be computed at all.
     pub fn hashes(&self) -> bool {
         matches!(self.balancer, Balancer::Consistent(_))

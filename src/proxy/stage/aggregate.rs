@@ -34,9 +34,7 @@ async fn answer(
 ) -> Result<(), GatewayError> {
     let body = match (&ctx.body.held, agg.forwards_body) {
         (Some(b), true) => Some(b.clone()),
-        (None, true) => Some(bytes::Bytes::from(
-            super::validate::read_body(session, ctx, route.max_body).await?,
-        )),
+        (None, true) => Some(super::body::hold(session, ctx, route.max_body).await?),
         (_, false) => None,
     };
     let client = session.req_header().clone();

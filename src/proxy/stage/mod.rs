@@ -8,9 +8,12 @@
 
 pub mod aggregate;
 pub mod authenticate;
+pub mod body;
+pub mod idempotency;
 pub mod rate_limit;
 pub mod relay;
 pub mod validate;
+pub mod webhook;
 
 use super::ctx::Ctx;
 use crate::error::GatewayError;
@@ -36,7 +39,9 @@ pub async fn run(
     match stage {
         Stage::Authenticate => authenticate::run(route, session, ctx).await,
         Stage::RateLimit => rate_limit::run(route, session, ctx).await,
+        Stage::Webhook => webhook::run(route, session, ctx).await,
         Stage::Validate => validate::run(route, session, ctx).await,
+        Stage::Idempotency => idempotency::run(route, session, ctx).await,
         Stage::Aggregate => aggregate::run(route, session, ctx).await,
         Stage::Relay => relay::run(route, session, ctx).await,
     }

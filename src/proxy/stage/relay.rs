@@ -86,6 +86,7 @@ async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<
     ctx.tries.status = Some(live.header.status.as_u16());
     let mut head = live.header.clone();
     crate::proxy::forward::client_response(&mut head, ctx);
+    crate::proxy::after::on_response(&head, ctx);
     if session
         .write_response_header(Box::new(head), false)
         .await
@@ -96,6 +97,7 @@ async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<
     loop {
         match live.chunk().await {
             Ok(Some(chunk)) => {
+                crate::proxy::after::on_body(Some(&chunk), false, ctx);
                 if session
                     .write_response_body(Some(chunk), false)
                     .await
@@ -113,6 +115,7 @@ async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<
             }
         }
     }
+    crate::proxy::after::on_body(None, true, ctx);
     if session.write_response_body(None, true).await.is_ok() {
         live.finish().await;
     }

@@ -1,0 +1,71 @@
+//! Policy blocks of the integration layer: idempotency keys on routes, and the webhook
+//! verifiers that routes name in `auth: [webhook:NAME]`. Checked and compiled by
+//! `crate::idempotency` and `crate::webhook`.
+
+use super::values::{Dur, MethodName, Size};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyDef {
+    #[serde(default = "default_header")]
+    pub header: String,
+    #[serde(default = "default_methods")]
+    pub methods: Vec<MethodName>,
+    /// A listed method without a key: 400 `idempotency_key_missing`.
+    #[serde(default)]
+    pub required: bool,
+    /// How long a completed answer is replayed.
+    #[serde(default = "default_ttl")]
+    pub ttl: Dur,
+    /// Larger answers are not stored; the key is released.
+    #[serde(default = "default_max_response")]
+    pub max_response: Size,
+}
+
+fn default_header() -> String {
+    "Idempotency-Key".into()
+}
+
+fn default_methods() -> Vec<MethodName> {
+    vec![
+        MethodName(http::Method::POST),
+        MethodName(http::Method::PATCH),
+    ]
+}
+
+fn default_ttl() -> Dur {
+    Dur(Duration::from_secs(24 * 3600))
+}
+
+fn default_max_response() -> Size {
+    Size(1 << 20)
+}
+
+/// One entry of `webhook_verifiers`. Scheme-specific keys are checked against the scheme
+/// when compiled (with the file and line of the verifier).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookVerifierDef {
+    /// `standard`, `stripe`, `github` or `hmac`.
+    pub scheme: String,
+    /// Environment variables holding the secrets; any one may match (rotation).
+    pub secrets_env: Vec<String>,
+    /// Timestamp window, both directions; default 5m.
+    #[serde(default)]
+    pub tolerance: Option<Dur>,
+    // `hmac` only.
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    #[serde(default)]
+    pub encoding: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    #[serde(default)]
+    pub id_header: Option<String>,
+}
