@@ -14,6 +14,7 @@ pub mod aggregate;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod demo;
 pub mod error;
 pub mod idempotency;

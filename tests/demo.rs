@@ -204,6 +204,33 @@ async fn readme_walkthrough() {
     assert_eq!(v["_errors"]["recommendations"], "timeout");
     assert!(v.get("recommendations").is_none());
 
+    // CORS on get-user: the preflight is answered here; an allowed origin gets its headers.
+    let r = c
+        .request(reqwest::Method::OPTIONS, format!("{GW}/v1/users/42"))
+        .header("Origin", "http://localhost:3000")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    let r = c
+        .get(format!("{GW}/v1/users/42"))
+        .header("Origin", "https://shop.demo.local")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.demo.local"
+    );
+    assert_eq!(r.headers()["vary"], "Origin");
+
     // Idempotency on create-order: the retry gets the first answer, from the store.
     let order = |key: &str, qty: u32| {
         c.post(format!("{GW}/v1/orders"))

@@ -69,3 +69,22 @@ pub struct WebhookVerifierDef {
     #[serde(default)]
     pub id_header: Option<String>,
 }
+
+/// One entry of `cors_policies`, named by routes in `cors: NAME`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsPolicyDef {
+    /// Exact origins (`https://app.example.com`), `https://*.example.com`, or `"*"`.
+    pub allow_origins: Vec<String>,
+    /// Default: the route's methods.
+    #[serde(default)]
+    pub allow_methods: Option<Vec<MethodName>>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default)]
+    pub max_age: Option<Dur>,
+}

@@ -22,6 +22,8 @@ pub struct PolicyFile {
     #[serde(default)]
     pub webhook_verifiers: BTreeMap<String, super::integration::WebhookVerifierDef>,
     #[serde(default)]
+    pub cors_policies: BTreeMap<String, super::integration::CorsPolicyDef>,
+    #[serde(default)]
     pub routes: Vec<RouteDef>,
 }
 
@@ -242,6 +244,9 @@ pub struct RouteDef {
     pub aggregate: Option<AggregateDef>,
     #[serde(default)]
     pub idempotency: Option<super::integration::IdempotencyDef>,
+    /// A `cors_policies` name: preflights answered, CORS headers on every answer.
+    #[serde(default)]
+    pub cors: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

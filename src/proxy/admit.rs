@@ -10,7 +10,20 @@ use pingora_proxy::Session;
 /// What the gateway does with a request after admission.
 pub enum Outcome {
     Proxy,
+    /// A CORS preflight on a route with `cors`: answered by the gateway, nothing else runs.
+    Preflight,
     Reject(GatewayError),
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+fn preflight_method(req: &RequestHeader) -> Option<http::Method> {
+    if req.method != http::Method::OPTIONS || !req.headers.contains_key(http::header::ORIGIN) {
+        return None;
+    }
+    let m = req
+        .headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    http::Method::from_bytes(m.as_bytes()).ok()
 }
 
 /// The authority of an absolute-form request target (`GET http://host/path`), which takes
@@ -127,6 +140,22 @@ pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
     let segs: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
     let host = route_host(req);
     let snapshot = ctx.snapshot.clone();
+    if let Some(asked) = preflight_method(req) {
+        // By host and path only: the route for the method asked about, else any there.
+        let found = match snapshot.router.find(&host, &segs, &asked) {
+            Match::Found { route, .. } => Some(route),
+            _ => match snapshot.router.find_path(&host, &segs) {
+                Match::Found { route, .. } => Some(route),
+                _ => None,
+            },
+        };
+        if let Some(route) =
+            found.filter(|r| snapshot.routes.get(*r).is_some_and(|r| r.cors.is_some()))
+        {
+            ctx.route = Some(route);
+            return Outcome::Preflight;
+        }
+    }
     match snapshot.router.find(&host, &segs, &req.method) {
         Match::Found { route, params } => {
             ctx.route = Some(route);
@@ -143,6 +172,16 @@ pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
         }
     }
 
+    let cors = ctx
+        .route
+        .and_then(|i| snapshot.routes.get(i)?.cors.as_ref());
+    if let Some(cors) = cors {
+        ctx.client.origin = req
+            .headers
+            .get(http::header::ORIGIN)
+            .filter(|o| cors.policy().allows(o.as_bytes()))
+            .cloned();
+    }
     let limit = ctx
         .route()
         .map_or(snapshot.settings.max_body, |r| r.max_body);

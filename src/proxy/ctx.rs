@@ -29,6 +29,8 @@ pub struct Client {
     pub tls: bool,
     /// The verified TLS client certificate of the connection, if any.
     pub cert: Option<Arc<ClientCert>>,
+    /// The browser's `Origin`, when the route has CORS and allows it.
+    pub origin: Option<HeaderValue>,
 }
 
 /// The request body as the gateway saw it.
@@ -111,6 +113,13 @@ impl Ctx {
 
     pub fn route(&self) -> Option<&Route> {
         self.route.and_then(|i| self.snapshot.routes.get(i))
+    }
+
+    /// The route's CORS headers on an answer (nothing on a route without `cors`).
+    pub fn cors_headers(&self, resp: &mut pingora_http::ResponseHeader) {
+        if let Some(cors) = self.route().and_then(|r| r.cors.as_ref()) {
+            crate::cors::decorate(resp, cors.policy(), self.client.origin.as_ref());
+        }
     }
 
     pub fn route_name(&self) -> &str {

@@ -64,6 +64,10 @@ impl ProxyHttp for Gateway {
         admit::trace(session, ctx);
         let outcome = match admitted {
             admit::Outcome::Reject(err) => Err(err),
+            admit::Outcome::Preflight => {
+                respond::write_preflight(session, ctx).await;
+                Ok(stage::Flow::Answered)
+            }
             admit::Outcome::Proxy => match ctx.route.and_then(|i| snapshot.routes.get(i)) {
                 Some(route) => stage::all(route, session, ctx).await,
                 None => Err(GatewayError::NoRoute),

@@ -35,6 +35,7 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
         let _ = head.insert_header(k, v);
     }
     super::stage::rate_limit::add_headers(&mut head, ctx);
+    ctx.cors_headers(&mut head);
     let head_only = session.req_header().method == http::Method::HEAD;
     if let Err(e) = session
         .write_response_header(Box::new(head), head_only)
@@ -52,6 +53,34 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
         linger(session).await;
     }
     status
+}
+
+/// Answers a CORS preflight (the route has `cors`): 204, with the CORS headers when the
+/// origin, method and headers asked about are allowed. Nothing is forwarded.
+pub async fn write_preflight(session: &mut Session, ctx: &Ctx) {
+    let req = session.req_header();
+    let header = |h: http::header::HeaderName| req.headers.get(h).cloned();
+    let (Some(origin), Some(method)) = (
+        header(http::header::ORIGIN),
+        header(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+    ) else {
+        return;
+    };
+    let asked = header(http::header::ACCESS_CONTROL_REQUEST_HEADERS);
+    let Some(cors) = ctx.route().and_then(|r| r.cors.as_ref()) else {
+        return;
+    };
+    let Some(mut head) = cors.preflight(
+        &origin,
+        method.as_bytes(),
+        asked.as_ref().map(|h| h.as_bytes()),
+    ) else {
+        return;
+    };
+    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    if let Err(e) = session.write_response_header(Box::new(head), true).await {
+        tracing::debug!(error = %e, "could not write the preflight answer");
+    }
 }
 
 /// Writes an answer the gateway holds (a replayed idempotent answer, a webhook duplicate):
@@ -78,6 +107,7 @@ pub async fn write_answer(
     }
     let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
     super::stage::rate_limit::add_headers(&mut head, ctx);
+    ctx.cors_headers(&mut head);
     let head_only =
         session.req_header().method == http::Method::HEAD || status == 204 || status == 304;
     if session

@@ -57,10 +57,12 @@ pub fn compile(
             ca.filter_map(|u| u.tls.as_ref()?.ca.as_ref().map(|c| src.dir().join(c)))
         })
         .collect();
+    let cors = crate::cors::compile_policies(set, &mut problems);
     let shared = Shared {
         upstreams: &upstreams,
         ids: &ids.identities,
         settings: &settings,
+        cors: &cors,
     };
     let mut router = Router::default();
     let mut routes = Vec::new();
@@ -236,6 +238,7 @@ struct Shared<'a> {
     upstreams: &'a BTreeMap<String, Arc<Upstream>>,
     ids: &'a crate::auth::Identities,
     settings: &'a Settings,
+    cors: &'a HashMap<String, Arc<crate::cors::CorsPolicy>>,
 }
 
 fn compile_route(
@@ -250,6 +253,7 @@ fn compile_route(
         upstreams,
         ids,
         settings,
+        cors,
     } = *shared;
     let mut errs: Vec<(&str, String)> = Vec::new();
     let auth = crate::auth::compile::route_auth(def, ids, &mut errs);
@@ -346,6 +350,24 @@ fn compile_route(
             .map_err(|e| err(".idempotency", e))
             .ok(),
     };
+    let route_methods: Option<Vec<Method>> = def
+        .matcher
+        .methods
+        .as_ref()
+        .map(|ms| ms.iter().map(|m| m.0.clone()).collect());
+    let cors = def.cors.as_ref().and_then(|name| match cors.get(name) {
+        Some(p) => Some(crate::cors::RouteCors::new(
+            p.clone(),
+            route_methods.as_deref(),
+        )),
+        None => {
+            err(
+                ".cors",
+                format!("cors policy {name:?} is not defined (or has problems of its own)"),
+            );
+            None
+        }
+    });
     let ops = req.headers.unwrap_or_default();
     let mut set_headers = Vec::new();
     for (k, v) in &ops.set {
@@ -394,6 +416,7 @@ fn compile_route(
             validation,
             rate_limit: None,
             idempotency,
+            cors,
             metrics: crate::metrics::RouteMetrics::new(&def.name),
             stages: Vec::new(),
         },

@@ -151,7 +151,8 @@ pub enum Match {
 }
 
 struct Search<'a> {
-    method: &'a Method,
+    /// None: any method (a CORS preflight matches by host and path only).
+    method: Option<&'a Method>,
     params: Vec<&'a str>,
     allow: Option<Vec<Method>>,
 }
@@ -159,7 +160,7 @@ struct Search<'a> {
 impl<'a> Search<'a> {
     fn check(&mut self, entries: &[Entry]) -> Option<usize> {
         for e in entries {
-            if e.allows(self.method) {
+            if self.method.is_none_or(|m| e.allows(m)) {
                 return Some(e.route);
             }
             let allow = self.allow.get_or_insert_with(Vec::new);
@@ -254,6 +255,15 @@ impl Router {
     /// Matches a request. `host` is lower-case without port; `segments` are the decoded path
     /// segments (`/a/b` is `["a", "b"]`, `/` is `[""]`).
     pub fn find(&self, host: &str, segments: &[&str], method: &Method) -> Match {
+        self.search(host, segments, Some(method))
+    }
+
+    /// Matches by host and path only: the first route there, whatever its methods.
+    pub fn find_path(&self, host: &str, segments: &[&str]) -> Match {
+        self.search(host, segments, None)
+    }
+
+    fn search(&self, host: &str, segments: &[&str], method: Option<&Method>) -> Match {
         let mut search = Search {
             method,
             params: Vec::new(),

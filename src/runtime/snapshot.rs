@@ -82,6 +82,8 @@ pub struct Route {
     /// The route's own rate limits (the consumer's plan applies on top).
     pub rate_limit: Option<Arc<LimitSet>>,
     pub idempotency: Option<crate::idempotency::Idempotency>,
+    /// Preflights answered here; CORS headers on every answer.
+    pub cors: Option<crate::cors::RouteCors>,
     /// Request count and duration handles, resolved once.
     pub metrics: RouteMetrics,
     /// The stages its requests pass, in order: only those of the features it uses.

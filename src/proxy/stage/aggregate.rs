@@ -84,6 +84,7 @@ async fn answer(
         let _ = head.insert_header("x-gateway-partial", "true");
     }
     super::rate_limit::add_headers(&mut head, ctx);
+    ctx.cors_headers(&mut head);
     let head_only = client.method == http::Method::HEAD;
     // A client that went away is reported by the access log (status 0), not here.
     if session
