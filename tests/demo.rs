@@ -204,6 +204,21 @@ async fn readme_walkthrough() {
     assert_eq!(v["_errors"]["recommendations"], "timeout");
     assert!(v.get("recommendations").is_none());
 
+    // Compression on the echo route: gzip as asked, decoding to the upstream's JSON.
+    let r = c
+        .get(format!("{GW}/v1/echo/hello"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.headers()["vary"], "Accept-Encoding");
+    let raw = r.bytes().await.unwrap();
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut json).unwrap();
+    let v: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["path"], "/echo/hello");
+
     // CORS on get-user: the preflight is answered here; an allowed origin gets its headers.
     let r = c
         .request(reqwest::Method::OPTIONS, format!("{GW}/v1/users/42"))

@@ -88,3 +88,30 @@ pub struct CorsPolicyDef {
     #[serde(default)]
     pub max_age: Option<Dur>,
 }
+
+/// A route's `response` block.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseDef {
+    #[serde(default)]
+    pub compression: Option<CompressionDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionDef {
+    /// Offered in this order when the client weighs several the same: `zstd`, `br`, `gzip`.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Answers known to be smaller are sent as they are.
+    #[serde(default = "default_min_size")]
+    pub min_size: Size,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["zstd".into(), "br".into(), "gzip".into()]
+}
+
+fn default_min_size() -> Size {
+    Size(1024)
+}

@@ -247,6 +247,9 @@ pub struct RouteDef {
     /// A `cors_policies` name: preflights answered, CORS headers on every answer.
     #[serde(default)]
     pub cors: Option<String>,
+    /// What is done to the upstream's answer (compression).
+    #[serde(default)]
+    pub response: Option<super::integration::ResponseDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

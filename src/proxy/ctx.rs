@@ -70,6 +70,8 @@ pub struct Ctx {
     pub trace: Trace,
     /// Idempotency and webhook work left for when the answer is known.
     pub after: super::after::After,
+    /// The answer's body encoder, when it is compressed.
+    pub encoder: Option<crate::compress::Encoder>,
     /// Counts this request as in flight until it is dropped (a graceful stop waits).
     _in_flight: crate::conn::InFlight,
 }
@@ -92,6 +94,7 @@ impl Ctx {
             tries: Tries::default(),
             trace: Trace::default(),
             after: super::after::After::default(),
+            encoder: None,
             _in_flight: crate::conn::InFlight::enter(),
         }
     }

@@ -187,13 +187,20 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         forward::client_response(resp, ctx);
         if ctx.after.idempotency.is_some() {
+            // The answer as the upstream made it: a replay is encoded (or not) on its own.
             after::on_response(resp, ctx);
+        }
+        if let Some(c) = ctx.route().and_then(|r| r.compression.as_ref()) {
+            let req = session.req_header();
+            let accept = req.headers.get(http::header::ACCEPT_ENCODING);
+            let encoder = c.start(resp, accept, req.method == http::Method::HEAD);
+            ctx.encoder = encoder;
         }
         Ok(())
     }
@@ -207,6 +214,17 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<std::time::Duration>> {
         if ctx.after.idempotency.is_some() {
             after::on_body(body.as_ref(), end_of_stream, ctx);
+        }
+        if let Some(encoder) = &mut ctx.encoder {
+            let input = body.as_deref().unwrap_or_default();
+            let out = encoder.encode(input, end_of_stream).map_err(|e| {
+                Error::explain(
+                    ErrorType::InternalError,
+                    format!("compressing the answer failed: {e}"),
+                )
+            })?;
+            // An empty piece would read as the end of a chunked body.
+            *body = (!out.is_empty()).then_some(out);
         }
         Ok(None)
     }

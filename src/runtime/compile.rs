@@ -368,6 +368,15 @@ fn compile_route(
             None
         }
     });
+    let compression = def
+        .response
+        .as_ref()
+        .and_then(|r| r.compression.as_ref())
+        .and_then(|c| {
+            crate::compress::Compression::compile(c)
+                .map_err(|e| err(".response.compression", e))
+                .ok()
+        });
     let ops = req.headers.unwrap_or_default();
     let mut set_headers = Vec::new();
     for (k, v) in &ops.set {
@@ -417,6 +426,7 @@ fn compile_route(
             rate_limit: None,
             idempotency,
             cors,
+            compression,
             metrics: crate::metrics::RouteMetrics::new(&def.name),
             stages: Vec::new(),
         },

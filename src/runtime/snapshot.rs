@@ -84,6 +84,8 @@ pub struct Route {
     pub idempotency: Option<crate::idempotency::Idempotency>,
     /// Preflights answered here; CORS headers on every answer.
     pub cors: Option<crate::cors::RouteCors>,
+    /// `response.compression`: answers encoded as the client accepts.
+    pub compression: Option<crate::compress::Compression>,
     /// Request count and duration handles, resolved once.
     pub metrics: RouteMetrics,
     /// The stages its requests pass, in order: only those of the features it uses.
