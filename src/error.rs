@@ -55,6 +55,8 @@ pub enum GatewayError {
     IdempotencyKeyReused,
     #[error("the webhook signature is missing, invalid or outside the time tolerance")]
     InvalidSignature,
+    #[error("this event is being delivered: try again shortly")]
+    WebhookInFlight,
     #[error("the shared store is unavailable")]
     StoreUnavailable,
     #[error("internal error")]
@@ -101,6 +103,7 @@ impl GatewayError {
             IdempotencyKeyInFlight => (StatusCode::CONFLICT, "idempotency_key_in_flight"),
             IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            WebhookInFlight => (StatusCode::CONFLICT, "webhook_in_flight"),
             StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -145,7 +148,7 @@ impl GatewayError {
             GatewayError::RateLimited { retry_after } => {
                 headers.push((http::header::RETRY_AFTER, HeaderValue::from(*retry_after)));
             }
-            GatewayError::IdempotencyKeyInFlight => {
+            GatewayError::IdempotencyKeyInFlight | GatewayError::WebhookInFlight => {
                 headers.push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             _ => {}

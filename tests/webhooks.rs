@@ -12,6 +12,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use common::reply::{assert_ok, send, Reply};
@@ -323,6 +325,36 @@ async fn a_delivered_event_is_answered_as_a_duplicate() {
     }
     assert_eq!(hk.hits(), 5);
     hk.counted("hook", (1.0, 0.0, 4.0)).await;
+}
+
+/// A sender's quick retry while the first delivery is still with the upstream is refused
+/// (409 `webhook_in_flight`), not forwarded a second time; once the first is delivered, the
+/// retry is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_while_the_first_delivery_is_in_flight_is_not_forwarded_twice() {
+    let hk = Arc::new(Hooks::start("").await);
+    let body: &'static [u8] = br#"{"event": "slow"}"#;
+    let h = standard(STD_KEY, "evt_slow", now(), body);
+    let (first_hk, first_h) = (hk.clone(), h.clone());
+    let first = tokio::spawn(async move { first_hk.send("/slow?ms=1500", &first_h, body).await });
+    // Until the upstream has the first delivery.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while hk.hits() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first delivery never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = hk.send("/slow?ms=1500", &h, body).await;
+    assert_eq!(r.status, 409, "{}", r.describe());
+    assert_eq!(r.code(), "webhook_in_flight");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.describe());
+    hk.duplicate("/slow?ms=1500", &h, body, "after delivery")
+        .await;
+    assert_eq!(hk.hits(), 1, "forwarded once");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ pub enum Capture {
 pub struct Delivery {
     /// The event's store keys (its id, and its signature where the id is not signed).
     pub keys: Vec<String>,
+    /// The first key holds this request's in-flight marker.
+    pub claimed: bool,
     pub ttl: Duration,
 }
 
@@ -192,12 +194,20 @@ pub async fn finish(ctx: &mut Ctx, status: u16, delivered: bool) {
         }
     }
     if let Some(d) = ctx.after.webhook.take() {
+        use crate::proxy::stage::webhook::{DELIVERED, IN_FLIGHT};
         // The upstream took the event (even if the sender went away before the answer).
         if (200..300).contains(&status) {
             for key in &d.keys {
-                if let Err(e) = shared.kv.put(key, b"1", d.ttl).await {
+                if let Err(e) = shared.kv.put(key, DELIVERED, d.ttl).await {
                     shared.tolerate("webhook", &e);
                     break;
+                }
+            }
+        } else if d.claimed {
+            // Not delivered: the sender's redelivery goes through.
+            if let Some(first) = d.keys.first() {
+                if let Err(e) = shared.kv.release(first, IN_FLIGHT).await {
+                    shared.tolerate("webhook", &e);
                 }
             }
         }

@@ -45,7 +45,7 @@ impl Upstream {
         let release = Arc::new(Notify::new());
         let (h, r) = (hits.clone(), release.clone());
         let app = Router::new()
-            .route("/slow", get(slow))
+            .route("/slow", any(slow))
             .route("/status/{code}", any(status))
             .route("/big", get(big))
             .route(
