@@ -121,20 +121,24 @@ impl CorsPolicy {
         })
     }
 
-    /// Whether the browser's `Origin` is allowed.
+    /// Whether the browser's `Origin` is allowed (compared without copying: this runs on
+    /// every request of a CORS route).
     pub fn allows(&self, origin: &[u8]) -> bool {
         let Ok(origin) = std::str::from_utf8(origin) else {
             return false;
         };
-        let origin = origin.to_ascii_lowercase();
         self.origins.iter().any(|o| match o {
             Origin::Any => true,
-            Origin::Exact(e) => *e == origin,
+            Origin::Exact(e) => e.eq_ignore_ascii_case(origin),
             Origin::Suffix { scheme, suffix } => origin
-                .strip_prefix(scheme.as_str())
-                .and_then(|r| r.strip_prefix("://"))
-                .map(|host| host.split(':').next().unwrap_or(host))
-                .is_some_and(|host| host.len() > suffix.len() && host.ends_with(suffix.as_str())),
+                .split_once("://")
+                .filter(|(s, _)| s.eq_ignore_ascii_case(scheme))
+                .map(|(_, host)| host.split(':').next().unwrap_or(host))
+                .is_some_and(|host| {
+                    host.len() > suffix.len()
+                        && host.is_char_boundary(host.len() - suffix.len())
+                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                }),
         })
     }
 }

@@ -30,6 +30,10 @@ fn origins() {
     assert!(!p.allows(b"https://evilexample.org"));
     assert!(!p.allows(b"null"));
     assert!(!p.allows(&[0xff]));
+    // Non-ASCII hosts never panic (byte offsets inside a character).
+    assert!(!p.allows("https://é".as_bytes()));
+    assert!(!p.allows("https://ééééééééééééé".as_bytes()));
+    assert!(p.allows("https://é.example.org".as_bytes()));
     let any = CorsPolicy::compile(&def(&["*"], false)).unwrap();
     assert!(any.allows(b"http://anything:1"));
 }

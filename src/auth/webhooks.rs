@@ -46,26 +46,20 @@ fn scheme(def: &WebhookVerifierDef) -> Result<Scheme, (&'static str, String)> {
                 "header",
                 "scheme hmac needs `header`, where the signature is".to_string(),
             ))?;
-            let algorithm = match def.algorithm.as_deref().unwrap_or("sha256") {
-                "sha256" => Algorithm::Sha256,
-                "sha512" => Algorithm::Sha512,
-                other => {
-                    return Err((
-                        "algorithm",
-                        format!("unknown algorithm {other:?}: expected sha256 or sha512"),
-                    ))
-                }
-            };
-            let encoding = match def.encoding.as_deref().unwrap_or("hex") {
-                "hex" => Encoding::Hex,
-                "base64" => Encoding::Base64,
-                other => {
-                    return Err((
-                        "encoding",
-                        format!("unknown encoding {other:?}: expected hex or base64"),
-                    ))
-                }
-            };
+            let alg = def.algorithm.as_deref().unwrap_or("sha256");
+            let algorithm = Algorithm::from_name(alg).ok_or_else(|| {
+                (
+                    "algorithm",
+                    format!("unknown algorithm {alg:?}: expected sha256 or sha512"),
+                )
+            })?;
+            let enc = def.encoding.as_deref().unwrap_or("hex");
+            let encoding = Encoding::from_name(enc).ok_or_else(|| {
+                (
+                    "encoding",
+                    format!("unknown encoding {enc:?}: expected hex or base64"),
+                )
+            })?;
             let opt = |h: &Option<String>, key: &'static str| {
                 h.as_deref()
                     .map(|n| header(n, key))
@@ -83,7 +77,10 @@ fn scheme(def: &WebhookVerifierDef) -> Result<Scheme, (&'static str, String)> {
         }
         other => Err((
             "scheme",
-            format!("unknown scheme {other:?}: expected standard, stripe, github or hmac"),
+            format!(
+                "unknown scheme {other:?}: expected one of {}",
+                crate::webhook::scheme_names().join(", ")
+            ),
         )),
     }
 }

@@ -61,26 +61,22 @@ impl After {
     }
 }
 
-/// Response fields that belong to one exchange and are not replayed: the client's cookie
-/// is its own, framing is recomputed, and the replay carries its own request id and rate
-/// headers.
-fn replayable(name: &str) -> bool {
-    !matches!(
-        name,
-        "set-cookie"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "x-request-id"
-            | "ratelimit-limit"
-            | "ratelimit-remaining"
-            | "ratelimit-reset"
-    )
+/// Response fields that belong to one exchange and are not replayed: hop-by-hop fields
+/// (as the proxy drops them), the client's cookie, framing (recomputed), and the request
+/// id and rate headers (the replay carries its own).
+fn replayable(name: &http::HeaderName) -> bool {
+    !(super::forward::hop_by_hop(name)
+        || matches!(
+            name.as_str(),
+            "set-cookie"
+                | "connection"
+                | "transfer-encoding"
+                | "content-length"
+                | "x-request-id"
+                | "ratelimit-limit"
+                | "ratelimit-remaining"
+                | "ratelimit-reset"
+        ))
 }
 
 /// The answer's head, as the client gets it.
@@ -95,7 +91,7 @@ pub fn on_response(resp: &ResponseHeader, ctx: &mut Ctx) {
             headers: resp
                 .headers
                 .iter()
-                .filter(|(k, _)| replayable(k.as_str()))
+                .filter(|(k, _)| replayable(k))
                 .map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
                 .collect(),
             body: Vec::new(),

@@ -283,7 +283,7 @@ fn strip_query_param(up: &mut RequestHeader, name: &str) {
 
 /// Response headers that describe one connection, not the message (RFC 9110 §7.6.1).
 /// A `match` on the name compiles to a length switch: no loop over a list per header.
-fn hop_by_hop(name: &HeaderName) -> bool {
+pub(super) fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "keep-alive" | "proxy-connection" | "proxy-authenticate" | "te" | "trailer" | "upgrade"
