@@ -10,6 +10,9 @@
 #      full policy chain: POST /orders with an RS256 JWT (`gateway token`, fixture key), a
 #      rate limit keyed by consumer that always admits, and a JSON Schema check of a ~1 KiB
 #      order body (wrk with a Lua script),
+#   3c. (CACHE=1, the default) through a third route of the same gateway with `cache` (1 h),
+#      every request a hit: the gateway answers from its cache and never reaches the
+#      upstream; its CPU per request is printed beside the proxied route's,
 # with the same wrk command, then prints requests/s, p50, p99 and the gateway/nginx and
 # gateway/pingora ratios, and the resident memory (VmRSS) of nginx, the gateway and bare
 # Pingora after start and after the load.
@@ -53,6 +56,7 @@
 #   POLICY=0          skip the full-policy route (JWT + rate limit + schema) (default 1)
 #   FLOOR=0           skip the bare Pingora row (default 1; needs target/release/examples/bare_pingora,
 #                     built by this script unless SKIP_BUILD or GATEWAY_BIN is set)
+#   CACHE=0           skip the cache-hit route (default 1)
 #   AGG=0             skip the aggregation latency runs (default 1)
 #   AGG_CONNECTIONS=1 wrk connections of the aggregation runs (one wrk thread)
 #   KEYS=1000000      rate-limit keys to fill the gateway with (0: skip that part)
@@ -77,6 +81,7 @@ HTTPS=${HTTPS:-1}
 TLS_COUNT=${TLS_COUNT:-1}
 FULL_HANDSHAKE=${FULL_HANDSHAKE:-1}
 POLICY=${POLICY:-1}
+CACHE=${CACHE:-1}
 FLOOR=${FLOOR:-1}
 AGG=${AGG:-1}
 AGG_CONNECTIONS=${AGG_CONNECTIONS:-1}
@@ -432,6 +437,17 @@ routes:
       merge: nest
 EOF
 fi
+# The cache-hit route (CACHE=1): the upstream's "ok" kept for an hour.
+if [ "$CACHE" != 0 ]; then
+    cat >"$TMP/gateway/policies/cache.yaml" <<'EOF'
+routes:
+  - name: cached
+    match: { path: /cached }
+    auth: none
+    upstream: origin
+    cache: { ttl: 1h }
+EOF
+fi
 # The rate-limit keys route (KEYS>0): 10 requests per hour per X-Key value. A key that has
 # been used holds state (it is not back to "fresh") for 6 minutes per request, so the
 # background sweep does not evict it while the part runs.
@@ -549,6 +565,13 @@ if [ "$POLICY" != 0 ]; then
     [ "$code" = 401 ] || die "full-policy route: no token answered $code (want 401)"
     log "full-policy route: valid order 200 (with RateLimit-* headers), invalid order 400 ($POLICY_400), no token 401 ($(wc -c <"$ORDER_JSON")-byte body)"
 fi
+if [ "$CACHE" != 0 ]; then
+    # The cache route: a miss stores the answer, the next request is a hit.
+    curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$GW_PORT/cached" || true
+    hit=$(curl -s -D - -o /dev/null --max-time 5 "http://127.0.0.1:$GW_PORT/cached" | tr -d '\r' | awk 'tolower($1) == "x-cache:" { print $2 }')
+    [ "$hit" = HIT ] || die "cache route: the second GET /cached is not a hit (X-Cache: '$hit')"
+    log "cache route: GET /cached stored, then X-Cache: HIT"
+fi
 if [ "$AGG" != 0 ]; then
     # The aggregation route: 200 and every call's answer nested under its name.
     code=$(curl -s -o "$TMP/agg-answer.txt" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$GW_PORT/dashboard" || true)
@@ -637,6 +660,7 @@ if [ "$FLOOR" != 0 ]; then
     kill -0 "$FLOOR_PID" 2>/dev/null || die "bare pingora exited during the run"
 fi
 [ "$POLICY" != 0 ] && run_one gateway_policy "http://127.0.0.1:$GW_PORT/orders" "$GW_PID" -s "$TMP/policy.lua"
+[ "$CACHE" != 0 ] && run_one gateway_cached "http://127.0.0.1:$GW_PORT/cached" "$GW_PID"
 
 kill -0 "$GW_PID" 2>/dev/null || die "gateway exited during the run"
 GW_LOG_LINES=$(cat "$TMP/gateway-logs/stdout.log" "$TMP/gateway-logs/stderr.log" | wc -l)
@@ -1101,6 +1125,7 @@ for name in direct nginx gateway; do
 done
 [ "$FLOOR" != 0 ] && row "pingora (bare)" pingora
 [ "$POLICY" != 0 ] && row "gateway full policy" gateway_policy
+[ "$CACHE" != 0 ] && row "gateway cache hit" gateway_cached
 echo
 awk -v g="${RPS[gateway]}" -v n="${RPS[nginx]}" -v d="${RPS[direct]}" 'BEGIN {
     printf "gateway/nginx requests/s ratio: %.2f\n", g / n
@@ -1121,6 +1146,10 @@ if [ "$POLICY" != 0 ]; then
         printf "gateway full policy/gateway requests/s ratio: %.2f   CPU us/request: +%.1f\n", p / g, pc - gc }'
     echo "full policy: POST /orders, $(wc -c <"$ORDER_JSON")-byte JSON order, RS256 JWT (verified-token cache), rate limit by consumer (always admits), JSON Schema"
     echo "  checked before the run: valid order 200 with RateLimit-* headers; invalid order 400 at $POLICY_400; no token 401"
+fi
+if [ "$CACHE" != 0 ]; then
+    awk -v h="${RPS[gateway_cached]}" -v g="${RPS[gateway]}" -v hc="${CPU_US[gateway_cached]}" -v gc="${CPU_US[gateway]}" 'BEGIN {
+        printf "gateway cache hit/gateway proxied: requests/s ratio %.2f   CPU us/request %s vs %s (ratio %.2f)\n", h / g, hc, gc, (gc > 0) ? hc / gc : 0 }'
 fi
 echo "server CPU% = CPU time of the process under test (all threads/workers) / wall time, 100 = one core;"
 echo "  direct = the upstream nginx; nginx and gateway = the proxy only (the upstream's CPU is not included)"

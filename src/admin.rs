@@ -63,6 +63,25 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
     respond(status, "application/json", v.to_string().into_bytes())
 }
 
+/// Admin request bodies are small JSON documents.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(piece)) => {
+                if body.len() + piece.len() > MAX_ADMIN_BODY {
+                    return Err(format!("the body is over {MAX_ADMIN_BODY} bytes"));
+                }
+                body.extend_from_slice(&piece);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(format!("the body could not be read: {e}")),
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -116,10 +135,23 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": {"status": 405, "code": "method_not_allowed", "message": "method not allowed"}}),
-            ),
+            (Method::POST, "/cache/purge") => match read_body(session).await {
+                Ok(body) => {
+                    let (status, answer) =
+                        crate::cache::purge::admin(&self.store.load(), &body).await;
+                    json(status, answer)
+                }
+                Err(message) => json(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": {"status": 400, "code": "invalid_purge", "message": message}}),
+                ),
+            },
+            (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload" | "/cache/purge") => {
+                json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"error": {"status": 405, "code": "method_not_allowed", "message": "method not allowed"}}),
+                )
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
                 json!({"error": {"status": 404, "code": "not_found", "message": "no such admin endpoint"}}),

@@ -126,6 +126,27 @@ impl ServeHttp for DemoService {
                     json!({"user": user, "items": ["sku-1", "sku-7"]}),
                 )
             }
+            ["catalog", rest @ ..] => {
+                // A read-heavy endpoint for the cache walkthrough: `generated_at` shows
+                // whether an answer came from the upstream or from the gateway's cache.
+                let generated_at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let lang = session
+                    .req_header()
+                    .headers
+                    .get(http::header::ACCEPT_LANGUAGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("en")
+                    .to_string();
+                let items: Vec<Value> = (1..=40)
+                    .map(|i| json!({"sku": format!("sku-{i}"), "name": format!("Product {i}"), "price": 5 * i}))
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    json!({"section": rest.join("/"), "lang": lang, "generated_at": generated_at, "items": items}),
+                )
+            }
             ["orders"] => {
                 let user = query(session, "user").unwrap_or_default().into_owned();
                 json_response(StatusCode::OK, Self::orders(&user))

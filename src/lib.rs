@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod aggregate;
 pub mod auth;
+pub mod cache;
 pub mod compress;
 pub mod config;
 pub mod conn;

@@ -51,6 +51,18 @@ metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     &["feature", "kind"]));
 metric!(STORE_KEYS: IntGauge = register_int_gauge!(
     "gateway_store_keys", "Entries held by the memory store (idempotency keys, webhook ids)."));
+metric!(CACHE_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "gateway_cache_requests_total",
+    "Requests on routes with a cache, by route and result (HIT, MISS, STALE, BYPASS).",
+    &["route", "result"]));
+metric!(CACHE_ENTRIES: IntGauge = register_int_gauge!(
+    "gateway_cache_entries", "Answers held by the response cache."));
+metric!(CACHE_BYTES: IntGauge = register_int_gauge!(
+    "gateway_cache_bytes", "Bytes held by the response cache (bodies and headers), bounded by cache.max_memory."));
+metric!(CACHE_PURGES: IntCounterVec = register_int_counter_vec!(
+    "gateway_cache_purged_total",
+    "Entries removed by purges, by origin (admin: this replica's admin port; peer: another replica through Redis).",
+    &["origin"]));
 metric!(IDEMPOTENCY: IntCounterVec = register_int_counter_vec!(
     "gateway_idempotency_total",
     "Requests with an idempotency key, by route and outcome (stored, replayed, in_flight, reused, not_stored).",
@@ -97,6 +109,12 @@ pub fn init() {
     LazyLock::force(&RATE_LIMIT_KEYS);
     LazyLock::force(&STORE_KEYS);
     LazyLock::force(&IDEMPOTENCY);
+    LazyLock::force(&CACHE_REQUESTS);
+    LazyLock::force(&CACHE_ENTRIES);
+    LazyLock::force(&CACHE_BYTES);
+    for o in ["admin", "peer"] {
+        CACHE_PURGES.with_label_values(&[o]);
+    }
     LazyLock::force(&WEBHOOK_DUPLICATES);
     LazyLock::force(&STORE_ERRORS);
     for k in ["timeout", "error", "full"] {

@@ -168,6 +168,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    crate::cache::configure(&gw.file.cache);
     let store = Arc::new(store);
     for l in &gw.file.listeners {
         let proxy = pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
@@ -209,6 +210,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     server.add_service(background_service(
         "rate-limit sweep",
         crate::ratelimit::sweep::SweepService::new(store.clone()),
+    ));
+    server.add_service(background_service(
+        "cache purges from other replicas",
+        crate::cache::purge::PurgeService::new(store.clone()),
     ));
     let reload_armed = Arc::new(AtomicBool::new(false));
     server.add_service(background_service(

@@ -246,6 +246,46 @@ async fn readme_walkthrough() {
     );
     assert_eq!(r.headers()["vary"], "Origin");
 
+    // The cached catalog: MISS, then HIT with the same body; Accept-Language keys it;
+    // a zstd client gets the entry encoded; a purge by path empties it.
+    let catalog = |lang: Option<&str>, enc: Option<&str>| {
+        let mut r = c.get(format!("{GW}/v1/catalog/shoes"));
+        if let Some(l) = lang {
+            r = r.header("Accept-Language", l);
+        }
+        if let Some(e) = enc {
+            r = r.header("Accept-Encoding", e);
+        }
+        r.send()
+    };
+    let x_cache = |r: &reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_string();
+    let r = catalog(None, None).await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let first = r.text().await.unwrap();
+    let r = catalog(None, None).await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
+    assert!(r.headers().contains_key("age"));
+    assert_eq!(
+        r.text().await.unwrap(),
+        first,
+        "same generated_at: never reached the upstream"
+    );
+    assert_eq!(x_cache(&catalog(Some("fr"), None).await.unwrap()), "MISS");
+    let r = catalog(None, Some("zstd")).await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
+    assert_eq!(r.headers()["content-encoding"], "zstd");
+    let purged: Value = c
+        .post(format!("{ADMIN}/cache/purge"))
+        .body(r#"{"route":"catalog","path":"/v1/catalog/shoes"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 2);
+    assert_eq!(x_cache(&catalog(None, None).await.unwrap()), "MISS");
+
     // Idempotency on create-order: the retry gets the first answer, from the store.
     let order = |key: &str, qty: u32| {
         c.post(format!("{GW}/v1/orders"))

@@ -32,6 +32,9 @@ pub struct GatewayFile {
     /// OpenTelemetry trace export; off when absent.
     #[serde(default)]
     pub tracing: Option<TracingSettings>,
+    /// The response cache's memory (routes opt in with their own `cache` block).
+    #[serde(default)]
+    pub cache: super::integration::CacheSettingsDef,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -97,6 +97,59 @@ pub struct ResponseDef {
     pub compression: Option<CompressionDef>,
 }
 
+/// A route's `cache` block: its answers kept and served by the gateway.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheDef {
+    /// Freshness when the upstream's `Cache-Control` gives no `s-maxage` or `max-age`.
+    pub ttl: Dur,
+    /// Request parts that select an entry besides method, host, path and query:
+    /// `header:NAME`.
+    #[serde(default)]
+    pub key: Vec<CacheKeyPart>,
+    /// How long an expired entry is still served while one request refreshes it.
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Dur>,
+}
+
+/// One `key` entry of a route's cache: `header:NAME`, checked where it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheKeyPart(pub http::HeaderName);
+
+impl<'de> Deserialize<'de> for CacheKeyPart {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::values::parse_str(d, "a key part such as header:Accept-Language", |s| {
+            let name = s
+                .strip_prefix("header:")
+                .ok_or_else(|| format!("key part {s:?} is not understood: write header:NAME"))?;
+            http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map(CacheKeyPart)
+                .map_err(|_| format!("key part {s:?}: {name:?} is not a header name"))
+        })
+    }
+}
+
+/// gateway.yaml's `cache`: the memory every cached answer shares.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettingsDef {
+    /// Least recently used entries go first once the answers held reach this.
+    #[serde(default = "default_max_memory")]
+    pub max_memory: Size,
+}
+
+impl Default for CacheSettingsDef {
+    fn default() -> Self {
+        CacheSettingsDef {
+            max_memory: default_max_memory(),
+        }
+    }
+}
+
+fn default_max_memory() -> Size {
+    Size(64 << 20)
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CompressionDef {

@@ -134,6 +134,12 @@ pub fn load_gateway(path: &Path) -> Result<GatewayConfig, Problems> {
     if cfg.file.threads == Some(0) {
         problems.push(cfg.problem("threads", "threads must be at least 1"));
     }
+    if cfg.file.cache.max_memory.0 < 64 * 1024 {
+        problems.push(cfg.problem(
+            "cache.max_memory",
+            "cache.max_memory must be at least 64KiB (entries over it are never kept)",
+        ));
+    }
     problems.into_result(cfg)
 }
 

@@ -250,6 +250,9 @@ pub struct RouteDef {
     /// What is done to the upstream's answer (compression).
     #[serde(default)]
     pub response: Option<super::integration::ResponseDef>,
+    /// Answers kept and served by the gateway (GET and HEAD).
+    #[serde(default)]
+    pub cache: Option<super::integration::RouteCacheDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

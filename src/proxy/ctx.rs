@@ -72,6 +72,8 @@ pub struct Ctx {
     pub after: super::after::After,
     /// The answer's body encoder, when it is compressed.
     pub encoder: Option<crate::compress::Encoder>,
+    /// What the request asked of the route's cache (`None`: the route has none).
+    pub cache: Option<super::cache::Use>,
     /// Counts this request as in flight until it is dropped (a graceful stop waits).
     _in_flight: crate::conn::InFlight,
 }
@@ -95,6 +97,7 @@ impl Ctx {
             trace: Trace::default(),
             after: super::after::After::default(),
             encoder: None,
+            cache: None,
             _in_flight: crate::conn::InFlight::enter(),
         }
     }

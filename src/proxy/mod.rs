@@ -7,6 +7,7 @@
 pub mod admit;
 pub mod after;
 pub mod attempt;
+pub mod cache;
 pub mod client;
 pub mod ctx;
 pub mod forward;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use attempt::End;
 use bytes::Bytes;
 use ctx::Ctx;
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -86,6 +88,46 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        cache::enable(session, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        cache::key(session.req_header(), ctx)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        _meta: &CacheMeta,
+        _hit: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(cache::hit_filter(ctx))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        Ok(cache::admit(session.req_header(), resp, ctx))
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        // `None`: the entry is within its stale_while_revalidate and one request is
+        // refreshing it. An upstream failure serves stale only within stale-if-error.
+        error.is_none_or(|e| e.esource() == &ErrorSource::Upstream)
+    }
+
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         peer::select(session, ctx).await.map_err(refusal)
     }
@@ -147,6 +189,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         forward::upstream_request(session.req_header(), up, ctx);
+        cache::upstream_request(session, up);
         Ok(())
     }
 
@@ -192,6 +235,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         forward::client_response(resp, ctx);
+        if ctx.cache.is_some() && session.subrequest_ctx.is_none() {
+            cache::decorate(session, resp, ctx);
+        }
         if ctx.after.idempotency.is_some() {
             // The answer as the upstream made it: a replay is encoded (or not) on its own.
             after::on_response(resp, ctx);
@@ -283,6 +329,15 @@ impl ProxyHttp for Gateway {
         if ctx.after.pending() {
             after::finish(ctx, status, e.is_none()).await;
         }
-        log::finish(session, ctx, status);
+        if session.subrequest_ctx.is_none() {
+            log::finish(session, ctx, status);
+        } else {
+            // A cache's background refresh: not a client's request, not counted as one.
+            tracing::debug!(
+                route = ctx.route_name(),
+                status,
+                "cache refreshed in the background"
+            );
+        }
     }
 }

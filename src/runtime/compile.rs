@@ -377,6 +377,17 @@ fn compile_route(
                 .map_err(|e| err(".response.compression", e))
                 .ok()
         });
+    let cache = match (&def.cache, &upstream) {
+        (None, _) => None,
+        (Some(_), None) => {
+            err(
+                ".cache",
+                "cache needs a route with an upstream (aggregate routes answer themselves)".into(),
+            );
+            None
+        }
+        (Some(c), Some(_)) => Some(crate::cache::RouteCache::compile(&def.name, c)),
+    };
     let ops = req.headers.unwrap_or_default();
     let mut set_headers = Vec::new();
     for (k, v) in &ops.set {
@@ -427,6 +438,7 @@ fn compile_route(
             idempotency,
             cors,
             compression,
+            cache,
             metrics: crate::metrics::RouteMetrics::new(&def.name),
             stages: Vec::new(),
         },

@@ -86,6 +86,8 @@ pub struct Route {
     pub cors: Option<crate::cors::RouteCors>,
     /// `response.compression`: answers encoded as the client accepts.
     pub compression: Option<crate::compress::Compression>,
+    /// `cache`: GET and HEAD answers kept and served by the gateway.
+    pub cache: Option<crate::cache::RouteCache>,
     /// Request count and duration handles, resolved once.
     pub metrics: RouteMetrics,
     /// The stages its requests pass, in order: only those of the features it uses.

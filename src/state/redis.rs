@@ -181,4 +181,23 @@ impl RedisPool {
         let _: () = self.command(cmd).await?;
         Ok(())
     }
+
+    /// Publishes `message` on `channel` (cache purges to other replicas). An operator's
+    /// call, not a request's: it may take up to a second whatever the store's timeout.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        let mut conn = self.connection()?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(message);
+        let limit = self.timeout.max(Duration::from_secs(1));
+        match tokio::time::timeout(limit, cmd.query_async::<i64>(&mut conn)).await {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Err(e)) => Err(StoreError::Failed(e.to_string())),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// The client, for connections of their own (a pub/sub subscription).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
 }

@@ -28,6 +28,10 @@ pub async fn run(
     session: &mut Session,
     ctx: &mut Ctx,
 ) -> Result<Flow, GatewayError> {
+    // A cache's background refresh repeats a request that was already counted.
+    if session.subrequest_ctx.is_some() {
+        return Ok(Flow::Next);
+    }
     let req = session.req_header();
     let snapshot = ctx.snapshot.clone();
     let plan = ctx
