@@ -139,7 +139,9 @@ fn found(route: usize, params: &[&str]) -> Match {
 fn lookup(router: &Router, host: &str, path: &str, method: &Method) -> Match {
     let segs = decode_segments(path).expect("valid path");
     let refs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
-    router.find(host, &refs, method)
+    let req = pingora_http::RequestHeader::build(method.as_str(), path.as_bytes(), None)
+        .expect("valid request");
+    router.find(host, &refs, method, &req)
 }
 
 fn bench_routing(c: &mut Criterion) {
@@ -207,8 +209,17 @@ fn bench_routing(c: &mut Criterion) {
         // Segments are decoded outside the timed loop: this measures `Router::find` alone.
         let segs = decode_segments(path).expect("valid path");
         let refs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
+        let req = pingora_http::RequestHeader::build(method.as_str(), path.as_bytes(), None)
+            .expect("valid request");
         group.bench_function(*name, |b| {
-            b.iter(|| router.find(black_box(host), black_box(&refs), black_box(method)))
+            b.iter(|| {
+                router.find(
+                    black_box(host),
+                    black_box(&refs),
+                    black_box(method),
+                    black_box(&req),
+                )
+            })
         });
     }
     group.finish();

@@ -28,6 +28,8 @@ pub fn default_webhook_secret() {
 
 /// Longest delay `/slow` accepts.
 const MAX_SLOW_MS: u64 = 30_000;
+/// Largest JSON request body the echo endpoint shows.
+const MAX_ECHOED_JSON: usize = 4096;
 /// Largest request body the echo endpoint reads.
 const MAX_ECHO_BODY: usize = 1 << 20;
 
@@ -72,12 +74,22 @@ impl DemoService {
 
     async fn echo(&self, session: &mut ServerSession) -> Value {
         let mut body_bytes = 0usize;
+        // A small JSON body is echoed too (to show what a request transform sent).
+        let mut small = Vec::new();
         while let Ok(Some(chunk)) = session.read_request_body().await {
             body_bytes += chunk.len();
+            if body_bytes <= MAX_ECHOED_JSON {
+                small.extend_from_slice(&chunk);
+            }
             if body_bytes > MAX_ECHO_BODY {
                 break;
             }
         }
+        let body: Value = if body_bytes <= MAX_ECHOED_JSON {
+            serde_json::from_slice(&small).unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
         let req = session.req_header();
         let headers: serde_json::Map<String, Value> = req
             .headers
@@ -96,6 +108,7 @@ impl DemoService {
             "query": req.uri.query(),
             "headers": headers,
             "body_bytes": body_bytes,
+            "body": body,
         })
     }
 }

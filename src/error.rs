@@ -33,6 +33,8 @@ pub enum GatewayError {
     Unauthorized { reason: Reason, token: bool },
     #[error("the scope {scope:?} is required")]
     Forbidden { scope: String },
+    #[error("this client address may not call this route")]
+    AddressForbidden,
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("too many requests: retry after {retry_after} s")]
@@ -92,7 +94,7 @@ impl GatewayError {
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            Forbidden { .. } | AddressForbidden => (StatusCode::FORBIDDEN, "forbidden"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             RateLimitUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_unavailable"),

@@ -30,6 +30,8 @@ pub mod state;
 pub mod telemetry;
 pub mod template;
 pub mod tls;
+pub mod traffic;
+pub mod transform;
 pub mod upstream;
 pub mod validate;
 pub mod webhook;

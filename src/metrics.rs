@@ -51,6 +51,14 @@ metric!(STORE_ERRORS: IntCounterVec = register_int_counter_vec!(
     &["feature", "kind"]));
 metric!(STORE_KEYS: IntGauge = register_int_gauge!(
     "gateway_store_keys", "Entries held by the memory store (idempotency keys, webhook ids)."));
+metric!(UPSTREAM_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "gateway_upstream_requests_total",
+    "Requests sent upstream (first tries), by route and the upstream chosen (a split shows here).",
+    &["route", "upstream"]));
+metric!(MIRROR_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "gateway_mirror_requests_total",
+    "Copies of requests to a route's shadow upstream, by outcome (sent, failed, dropped).",
+    &["route", "outcome"]));
 metric!(CACHE_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "gateway_cache_requests_total",
     "Requests on routes with a cache, by route and result (HIT, MISS, STALE, BYPASS).",
@@ -110,6 +118,8 @@ pub fn init() {
     LazyLock::force(&STORE_KEYS);
     LazyLock::force(&IDEMPOTENCY);
     LazyLock::force(&CACHE_REQUESTS);
+    LazyLock::force(&UPSTREAM_REQUESTS);
+    LazyLock::force(&MIRROR_REQUESTS);
     LazyLock::force(&CACHE_ENTRIES);
     LazyLock::force(&CACHE_BYTES);
     for o in ["admin", "peer"] {

@@ -230,7 +230,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         },
     ));
     for w in &store.warnings {
-        tracing::warn!(warning = %w, "certificate expires soon");
+        tracing::warn!(warning = %w, "configuration warning");
     }
     tracing::info!(
         config = %opts.config.display(),

@@ -125,15 +125,7 @@ impl Template {
                 Part::Lit(s) => out.push_str(s),
                 Part::Var { var, in_query } => {
                     let set = if *in_query { QUERY } else { SEGMENT };
-                    let v: Option<Cow<'_, str>> = match var {
-                        Var::Path(i) => values.path_param(*i).map(Cow::Borrowed),
-                        Var::Query(n) => values.query(n),
-                        Var::Header(h) => values.header(h).map(Cow::Borrowed),
-                        Var::Claim(c) => values.claim(c),
-                        Var::ConsumerId => values.consumer_id().map(Cow::Borrowed),
-                        Var::Call { call, pointer } => values.call_field(call, pointer),
-                    };
-                    if let Some(v) = v {
+                    if let Some(v) = var_value(var, values) {
                         let _ = write!(out, "{}", utf8_percent_encode(&v, set));
                     }
                 }
@@ -143,7 +135,19 @@ impl Template {
     }
 }
 
-fn parse_var(expr: &str, scope: &Scope<'_>) -> Result<Var, String> {
+/// The value of `var` for one request, unencoded (also used by `crate::transform`).
+pub(crate) fn var_value<'v>(var: &'v Var, values: &'v dyn Values) -> Option<Cow<'v, str>> {
+    match var {
+        Var::Path(i) => values.path_param(*i).map(Cow::Borrowed),
+        Var::Query(n) => values.query(n),
+        Var::Header(h) => values.header(h).map(Cow::Borrowed),
+        Var::Claim(c) => values.claim(c),
+        Var::ConsumerId => values.consumer_id().map(Cow::Borrowed),
+        Var::Call { call, pointer } => values.call_field(call, pointer),
+    }
+}
+
+pub(crate) fn parse_var(expr: &str, scope: &Scope<'_>) -> Result<Var, String> {
     let (ns, name) = expr
         .split_once('.')
         .ok_or_else(|| format!("invalid template variable {{{expr}}}: expected NAMESPACE.NAME"))?;

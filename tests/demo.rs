@@ -286,6 +286,62 @@ async fn readme_walkthrough() {
     assert_eq!(purged["purged"], 2);
     assert_eq!(x_cache(&catalog(None, None).await.unwrap()), "MISS");
 
+    // Issue 20 in the walkthrough: a version header picks a reshaping route; the canary
+    // keeps each user on one side; the signup body reaches the upstream reshaped; an IP
+    // rule refuses the local client.
+    let v: Value = c
+        .get(format!("{GW}/v1/users/42"))
+        .header("X-Api-Version", "2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"full_name": "User 42", "id": "42", "version": 2})
+    );
+    let mut sides = std::collections::HashMap::new();
+    for u in [
+        "ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jon",
+    ] {
+        for _ in 0..3 {
+            let v: Value = c
+                .get(format!("{GW}/v1/canary/hi"))
+                .header("X-User", u)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let side = v["service"].as_str().unwrap().to_string();
+            assert_eq!(
+                sides.entry(u).or_insert_with(|| side.clone()),
+                &side,
+                "{u} moved"
+            );
+        }
+    }
+    let v: Value = c
+        .post(format!("{GW}/v1/signup"))
+        .header("Content-Type", "application/json")
+        .header("X-Channel", "mobile")
+        .body(r#"{"customerId":"c-7","internal":{"x":1}}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["body"],
+        serde_json::json!({"channel": "mobile", "id": "c-7", "source": "gateway"})
+    );
+    let r = get("/v1/office").await.unwrap();
+    assert_eq!(r.status(), 403);
+
     // Idempotency on create-order: the retry gets the first answer, from the store.
     let order = |key: &str, qty: u32| {
         c.post(format!("{GW}/v1/orders"))

@@ -95,6 +95,12 @@ pub struct CorsPolicyDef {
 pub struct ResponseDef {
     #[serde(default)]
     pub compression: Option<CompressionDef>,
+    /// Header edits on every answer of the route.
+    #[serde(default)]
+    pub headers: Option<super::policy::HeaderOpsDef>,
+    /// JSON edits of 2xx JSON answers up to 8 MiB.
+    #[serde(default)]
+    pub transform: Option<super::traffic::TransformDef>,
 }
 
 /// A route's `cache` block: its answers kept and served by the gateway.

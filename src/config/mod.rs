@@ -7,6 +7,7 @@ pub mod integration;
 pub mod locate;
 pub mod policy;
 pub mod problem;
+pub mod traffic;
 pub mod values;
 
 pub use gateway::GatewayFile;

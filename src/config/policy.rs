@@ -253,6 +253,21 @@ pub struct RouteDef {
     /// Answers kept and served by the gateway (GET and HEAD).
     #[serde(default)]
     pub cache: Option<super::integration::RouteCacheDef>,
+    /// Canary: shares of the requests sent to other upstreams.
+    #[serde(default)]
+    pub split: Vec<super::traffic::SplitDef>,
+    /// Keeps each client on one side of the split: consumer, client_ip or header:NAME.
+    #[serde(default)]
+    pub sticky: Option<super::values::ClientKey>,
+    /// Copies of requests to a shadow upstream; its answers are discarded.
+    #[serde(default)]
+    pub mirror: Option<super::traffic::MirrorDef>,
+    /// Only clients in these blocks (checked right after routing): others get 403.
+    #[serde(default)]
+    pub allow_ips: Vec<super::traffic::IpRange>,
+    /// Clients in these blocks get 403.
+    #[serde(default)]
+    pub deny_ips: Vec<super::traffic::IpRange>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -263,6 +278,12 @@ pub struct MatchDef {
     pub path: String,
     #[serde(default)]
     pub methods: Option<Vec<MethodName>>,
+    /// Exact header values the request must carry.
+    #[serde(default)]
+    pub headers: indexmap::IndexMap<String, String>,
+    /// Exact query parameter values the request must carry.
+    #[serde(default)]
+    pub query: indexmap::IndexMap<String, String>,
 }
 
 /// `auth: none`, or a list of methods of which any one suffices.
@@ -357,6 +378,9 @@ pub struct RequestDef {
     pub query_schema: Option<serde_yaml::Value>,
     #[serde(default)]
     pub headers: Option<HeaderOpsDef>,
+    /// JSON body edits, after validation.
+    #[serde(default)]
+    pub transform: Option<super::traffic::TransformDef>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

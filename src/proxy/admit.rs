@@ -142,13 +142,18 @@ pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
     let snapshot = ctx.snapshot.clone();
     if let Some(asked) = preflight_method(req) {
         // By host and path only: the route for the method asked about, else any there.
-        let found = match snapshot.router.find(&host, &segs, &asked) {
+        // A preflight carries none of the request's own headers: a route constrained by
+        // one answers it only when no other route is there.
+        let found = [
+            snapshot.router.find(&host, &segs, &asked, req),
+            snapshot.router.find_path_for(&host, &segs, &asked),
+            snapshot.router.find_path(&host, &segs),
+        ]
+        .into_iter()
+        .find_map(|m| match m {
             Match::Found { route, .. } => Some(route),
-            _ => match snapshot.router.find_path(&host, &segs) {
-                Match::Found { route, .. } => Some(route),
-                _ => None,
-            },
-        };
+            _ => None,
+        });
         if let Some(route) =
             found.filter(|r| snapshot.routes.get(*r).is_some_and(|r| r.cors.is_some()))
         {
@@ -156,7 +161,7 @@ pub fn admit(req: &RequestHeader, ctx: &mut Ctx) -> Outcome {
             return Outcome::Preflight;
         }
     }
-    match snapshot.router.find(&host, &segs, &req.method) {
+    match snapshot.router.find(&host, &segs, &req.method, req) {
         Match::Found { route, params } => {
             ctx.route = Some(route);
             ctx.params = params;

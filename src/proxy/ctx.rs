@@ -70,8 +70,16 @@ pub struct Ctx {
     pub trace: Trace,
     /// Idempotency and webhook work left for when the answer is known.
     pub after: super::after::After,
+    /// The answer being collected for the route's response transform.
+    pub reshape: Option<super::reshape::Reshape>,
     /// The answer's body encoder, when it is compressed.
     pub encoder: Option<crate::compress::Encoder>,
+    /// The upstream this request goes to, once chosen (a split route picks one of its
+    /// sides; see `proxy::traffic::choose`), and the split side (`None`: the route's own).
+    pub upstream: Option<Arc<crate::upstream::Upstream>>,
+    pub arm: Option<usize>,
+    /// A copy for the route's shadow upstream, collecting the body as it streams.
+    pub mirror: Option<crate::proxy::traffic::PendingCopy>,
     /// What the request asked of the route's cache (`None`: the route has none).
     pub cache: Option<super::cache::Use>,
     /// Counts this request as in flight until it is dropped (a graceful stop waits).
@@ -97,7 +105,11 @@ impl Ctx {
             trace: Trace::default(),
             after: super::after::After::default(),
             encoder: None,
+            reshape: None,
             cache: None,
+            upstream: None,
+            arm: None,
+            mirror: None,
             _in_flight: crate::conn::InFlight::enter(),
         }
     }
@@ -137,6 +149,13 @@ impl Ctx {
     }
 
     pub fn upstream_name(&self) -> Option<&str> {
-        Some(&*self.route()?.upstream.as_ref()?.name)
+        Some(&*self.upstream()?.name)
+    }
+
+    /// The upstream of this request: the one chosen for it, else the route's.
+    pub fn upstream(&self) -> Option<&Arc<crate::upstream::Upstream>> {
+        self.upstream
+            .as_ref()
+            .or_else(|| self.route()?.upstream.as_ref())
     }
 }

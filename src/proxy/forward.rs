@@ -311,6 +311,12 @@ pub fn client_response(resp: &mut ResponseHeader, ctx: &Ctx) {
     let _ = resp.insert_header("X-Request-Id", ctx.ids.id.clone());
     super::stage::rate_limit::add_headers(resp, ctx);
     ctx.cors_headers(resp);
+    if let Some(ops) = ctx
+        .route()
+        .and_then(|r| r.traffic.response_headers.as_ref())
+    {
+        ops.apply(resp);
+    }
 }
 
 /// The field names a response's `Connection` header nominates as hop-by-hop.

@@ -14,8 +14,10 @@ pub mod forward;
 pub mod ids;
 pub mod log;
 pub mod peer;
+pub mod reshape;
 pub mod respond;
 pub mod stage;
+pub mod traffic;
 
 use crate::error::GatewayError;
 use crate::runtime::Store;
@@ -71,7 +73,10 @@ impl ProxyHttp for Gateway {
                 Ok(stage::Flow::Answered)
             }
             admit::Outcome::Proxy => match ctx.route.and_then(|i| snapshot.routes.get(i)) {
-                Some(route) => stage::all(route, session, ctx).await,
+                Some(route) => match traffic::check_ips(session.req_header(), ctx) {
+                    Ok(()) => stage::all(route, session, ctx).await,
+                    Err(e) => Err(e),
+                },
                 None => Err(GatewayError::NoRoute),
             },
         };
@@ -195,15 +200,18 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        match body {
-            Some(b) => admit::count_body(ctx, b.len()).map_err(refusal),
-            None => Ok(()),
+        if let Some(b) = body {
+            admit::count_body(ctx, b.len()).map_err(refusal)?;
         }
+        if ctx.mirror.is_some() {
+            traffic::mirror_body(session, ctx, body.as_ref(), end_of_stream);
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -238,8 +246,12 @@ impl ProxyHttp for Gateway {
         if ctx.cache.is_some() && session.subrequest_ctx.is_none() {
             cache::decorate(session, resp, ctx);
         }
+        if ctx.route().is_some_and(|r| r.response_transform.is_some()) {
+            reshape::start(session.req_header(), resp, ctx);
+        }
         if ctx.after.idempotency.is_some() {
-            // The answer as the upstream made it: a replay is encoded (or not) on its own.
+            // The answer as the client gets it before encoding: a replay is encoded (or
+            // not) on its own.
             after::on_response(resp, ctx);
         }
         if let Some(c) = ctx.route().and_then(|r| r.compression.as_ref()) {
@@ -253,11 +265,14 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if ctx.reshape.is_some() {
+            reshape::body(session.req_header(), body, end_of_stream, ctx);
+        }
         if ctx.after.idempotency.is_some() {
             after::on_body(body.as_ref(), end_of_stream, ctx);
         }

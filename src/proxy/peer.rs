@@ -12,11 +12,10 @@ use pingora_proxy::Session;
 
 /// After the stages let the request through: a body up to 64 KiB is kept so that a retry
 /// can send it again.
-pub fn prepare(session: &mut Session, ctx: &Ctx) {
-    let retries = ctx
-        .route()
-        .and_then(|r| r.upstream.as_ref())
-        .is_some_and(|u| u.retry.is_some());
+pub fn prepare(session: &mut Session, ctx: &mut Ctx) {
+    super::traffic::choose(session.req_header(), ctx);
+    super::traffic::mirror(session, ctx);
+    let retries = ctx.upstream().is_some_and(|u| u.retry.is_some());
     if retries {
         session.as_mut().enable_retry_buffering();
     }
@@ -25,11 +24,11 @@ pub fn prepare(session: &mut Session, ctx: &Ctx) {
 /// Chooses the target of the next try. A retry first waits its backoff; a replaced stale
 /// connection is not a new try and does not wait.
 pub async fn select(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, GatewayError> {
-    let upstream = ctx
-        .route()
-        .and_then(|r| r.upstream.clone())
-        .ok_or(GatewayError::NoRoute)?;
+    let upstream = ctx.upstream().cloned().ok_or(GatewayError::NoRoute)?;
     let new_try = !ctx.tries.replacing();
+    if new_try && ctx.tries.count == 0 {
+        super::traffic::count_upstream_request(ctx);
+    }
     if let (true, Some(policy)) = (new_try, &upstream.retry) {
         match ctx.tries.count {
             0 => policy.budget.deposit(),
@@ -64,7 +63,7 @@ pub async fn select(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, G
 
 /// The current try ended: what follows. `Retry` and `Replace` mean Pingora tries again.
 pub fn end(session: &Session, ctx: &mut Ctx, end: End) -> Next {
-    let Some(upstream) = ctx.route().and_then(|r| r.upstream.clone()) else {
+    let Some(upstream) = ctx.upstream().cloned() else {
         return Next::Stop;
     };
     let attempts = upstream.retry.as_ref().map_or(1, |p| p.attempts);
@@ -96,7 +95,7 @@ pub fn count_failure(ctx: &Ctx, e: &pingora_error::Error) {
 
 /// The answer's header arrived: the try's duration, and a 5xx counted as an upstream error.
 pub fn answered(ctx: &Ctx, status: u16) {
-    let Some(upstream) = ctx.route().and_then(|r| r.upstream.as_ref()) else {
+    let Some(upstream) = ctx.upstream() else {
         return;
     };
     if let Some(t) = ctx.tries.started {
@@ -111,7 +110,7 @@ pub fn answered(ctx: &Ctx, status: u16) {
 
 /// The request is over: a try left without a verdict gives back what it held.
 pub fn finish(ctx: &mut Ctx) {
-    if let Some(upstream) = ctx.route().and_then(|r| r.upstream.clone()) {
+    if let Some(upstream) = ctx.upstream().cloned() {
         ctx.tries.finish(&upstream);
     }
 }

@@ -1,19 +1,23 @@
 //! Compiles a parsed policy set into a [`Snapshot`]: every cross-reference checked, every
 //! route, template and upstream pool built, all problems reported together with file:line.
 
-use super::snapshot::{Rewrite, Route, Settings, Snapshot, Stage};
-use crate::config::policy::RouteDef;
+use super::route::{compile_route, Shared};
+use super::snapshot::{Route, Settings, Snapshot, Stage};
 use crate::config::{GatewayConfig, PolicySet, PolicySource, Problems};
 use crate::runtime::router::{HostPattern, PathPattern, Router, Segment};
-use crate::template::{Scope, Template};
+
 use crate::upstream::Upstream;
-use http::{HeaderName, HeaderValue, Method};
+use http::Method;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A route's name and methods, to find routes that match the same requests.
-type NamedMethods = (String, Option<Vec<Method>>);
+type NamedMethods = (
+    String,
+    Option<Vec<Method>>,
+    Option<Arc<crate::runtime::conditions::Conditions>>,
+);
 
 /// The compiled set, or every problem found.
 pub fn compile(
@@ -49,6 +53,7 @@ pub fn compile(
     });
 
     // Upstream CA files are watched and part of the change check, like schemas.
+    let mut warnings: Vec<String> = Vec::new();
     let mut referenced: Vec<std::path::PathBuf> = set
         .sources
         .iter()
@@ -82,8 +87,14 @@ pub fn compile(
                 ));
                 continue;
             }
-            let Some(mut c) = compile_route(src, &at, def, &shared, &mut referenced, &mut problems)
-            else {
+            let Some(mut c) = compile_route(
+                src,
+                &at,
+                def,
+                &shared,
+                (&mut referenced, &mut warnings),
+                &mut problems,
+            ) else {
                 continue;
             };
             c.route.rate_limit = limits.route(src, &at, def, &mut problems);
@@ -106,7 +117,16 @@ pub fn compile(
                     .collect(),
             };
             let same = shapes.entry((c.host.clone(), shape)).or_default();
-            if let Some((other, _)) = same.iter().find(|(_, m)| overlaps(m, &methods)) {
+            // Two routes clash when one request could match both equally: overlapping
+            // methods, as many header/query constraints, none contradicting the other's.
+            let mine = c.conditions.as_deref();
+            let clash = same.iter().find(|(_, m, theirs)| {
+                use crate::runtime::conditions::Conditions;
+                overlaps(m, &methods)
+                    && Conditions::len_of(theirs.as_deref()) == Conditions::len_of(mine)
+                    && Conditions::compatible(theirs.as_deref(), mine)
+            });
+            if let Some((other, _, _)) = clash {
                 problems.push(src.problem(
                     &format!("{at}.match"),
                     format!(
@@ -115,8 +135,14 @@ pub fn compile(
                     ),
                 ));
             }
-            same.push((def.name.clone(), methods.clone()));
-            router.add(routes.len(), &c.host, &c.path, methods);
+            same.push((def.name.clone(), methods.clone(), c.conditions.clone()));
+            router.add_constrained(
+                routes.len(),
+                &c.host,
+                &c.path,
+                methods,
+                c.conditions.clone(),
+            );
             routes.push(c.route);
         }
     }
@@ -139,6 +165,7 @@ pub fn compile(
             .chain(referenced)
             .chain(crate::tls::files(gw))
             .collect(),
+        warnings,
         unmatched: crate::metrics::RouteMetrics::new(crate::metrics::UNMATCHED),
     })
 }
@@ -160,13 +187,17 @@ fn stages(route: &Route, plans: bool) -> Vec<Stage> {
     if route.validation.is_some() {
         stages.push(Stage::Validate);
     }
+    if route.request_transform.is_some() {
+        stages.push(Stage::Transform);
+    }
     if route.idempotency.is_some() {
         stages.push(Stage::Idempotency);
     }
     // A stage that reads the whole body may leave one too large for Pingora to send.
     let holds_body = route.validation.as_ref().is_some_and(|v| v.body.is_some())
         || route.auth.webhook.is_some()
-        || route.idempotency.is_some();
+        || route.idempotency.is_some()
+        || route.request_transform.is_some();
     if route.aggregate.is_some() {
         stages.push(Stage::Aggregate);
     } else if holds_body {
@@ -225,224 +256,6 @@ fn build_upstreams(
         }
     }
     out
-}
-
-struct Compiled {
-    host: HostPattern,
-    path: PathPattern,
-    route: Route,
-}
-
-/// What every route of a set is compiled against.
-struct Shared<'a> {
-    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
-    ids: &'a crate::auth::Identities,
-    settings: &'a Settings,
-    cors: &'a HashMap<String, Arc<crate::cors::CorsPolicy>>,
-}
-
-fn compile_route(
-    src: &PolicySource,
-    at: &str,
-    def: &RouteDef,
-    shared: &Shared<'_>,
-    referenced: &mut Vec<std::path::PathBuf>,
-    p: &mut Problems,
-) -> Option<Compiled> {
-    let Shared {
-        upstreams,
-        ids,
-        settings,
-        cors,
-    } = *shared;
-    let mut errs: Vec<(&str, String)> = Vec::new();
-    let auth = crate::auth::compile::route_auth(def, ids, &mut errs);
-    let mut err = |field: &'static str, msg: String| errs.push((field, msg));
-    if def.name.is_empty() {
-        err(".name", "the name is empty".into());
-    }
-    if def.auth.is_none() {
-        err("", "`auth` is required: list methods such as [jwt:corp, api_key], or write `auth: none` for a public route".into());
-    }
-    let host = HostPattern::parse(def.matcher.host.as_deref())
-        .map_err(|e| err(".match.host", e))
-        .ok();
-    let path = PathPattern::parse(&def.matcher.path)
-        .map_err(|e| err(".match.path", e))
-        .ok();
-    if matches!(&def.matcher.methods, Some(m) if m.is_empty()) {
-        err(
-            ".match.methods",
-            "the method list is empty; leave it out to allow any method".into(),
-        );
-    }
-    let upstream = match (&def.upstream, &def.aggregate) {
-        (Some(u), None) => match upstreams.get(u) {
-            Some(up) => Some(up.clone()),
-            None => {
-                err(".upstream", format!("unknown upstream {u:?}"));
-                None
-            }
-        },
-        (None, Some(_)) => None,
-        _ => {
-            err(
-                "",
-                "a route has exactly one of `upstream` and `aggregate`".into(),
-            );
-            None
-        }
-    };
-    let params = path.as_ref().map(|p| p.params()).unwrap_or_default();
-    let scope = Scope {
-        path_params: &params,
-        claims: !auth.providers.is_empty(),
-        consumer: !auth.is_public(),
-        calls: &[],
-    };
-    let rewrite = match &def.rewrite {
-        None => Rewrite::None,
-        Some(r) => match (&r.strip_prefix, &r.path) {
-            (Some(prefix), None) if prefix.starts_with('/') && prefix.len() > 1 => {
-                Rewrite::StripPrefix(prefix.trim_end_matches('/').to_string())
-            }
-            (Some(_), None) => {
-                err(
-                    ".rewrite.strip_prefix",
-                    "strip_prefix must start with `/` and not be `/` alone".into(),
-                );
-                Rewrite::None
-            }
-            (None, Some(t)) => match Template::compile(t, &scope) {
-                Ok(t) => Rewrite::Path(t),
-                Err(e) => {
-                    err(".rewrite.path", e);
-                    Rewrite::None
-                }
-            },
-            _ => {
-                err(
-                    ".rewrite",
-                    "rewrite takes exactly one of `strip_prefix` and `path`".into(),
-                );
-                Rewrite::None
-            }
-        },
-    };
-    let aggregate = def.aggregate.as_ref().map(|a| {
-        let at = format!("{at}.aggregate");
-        crate::aggregate::compile::compile(src, &at, a, &scope, upstreams, p).map(Arc::new)
-    });
-    let req = def.request.clone().unwrap_or_default();
-    let (validation, max_body) =
-        super::validation::compile(src, &req, settings, referenced, &mut err);
-    let idempotency = match (&def.idempotency, &upstream) {
-        (None, _) => None,
-        (Some(_), None) => {
-            err(
-                ".idempotency",
-                "idempotency needs a route with an upstream (aggregate routes answer themselves)"
-                    .into(),
-            );
-            None
-        }
-        (Some(d), Some(u)) => crate::idempotency::Idempotency::compile(d, u.longest_answer())
-            .map_err(|e| err(".idempotency", e))
-            .ok(),
-    };
-    let route_methods: Option<Vec<Method>> = def
-        .matcher
-        .methods
-        .as_ref()
-        .map(|ms| ms.iter().map(|m| m.0.clone()).collect());
-    let cors = def.cors.as_ref().and_then(|name| match cors.get(name) {
-        Some(p) => Some(crate::cors::RouteCors::new(
-            p.clone(),
-            route_methods.as_deref(),
-        )),
-        None => {
-            err(
-                ".cors",
-                format!("cors policy {name:?} is not defined (or has problems of its own)"),
-            );
-            None
-        }
-    });
-    let compression = def
-        .response
-        .as_ref()
-        .and_then(|r| r.compression.as_ref())
-        .and_then(|c| {
-            crate::compress::Compression::compile(c)
-                .map_err(|e| err(".response.compression", e))
-                .ok()
-        });
-    let cache = match (&def.cache, &upstream) {
-        (None, _) => None,
-        (Some(_), None) => {
-            err(
-                ".cache",
-                "cache needs a route with an upstream (aggregate routes answer themselves)".into(),
-            );
-            None
-        }
-        (Some(c), Some(_)) => Some(crate::cache::RouteCache::compile(&def.name, c)),
-    };
-    let ops = req.headers.unwrap_or_default();
-    let mut set_headers = Vec::new();
-    for (k, v) in &ops.set {
-        match (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            (Ok(k), Ok(v)) => set_headers.push((k, v)),
-            _ => err(
-                ".request.headers.set",
-                format!("invalid header {k:?}: {v:?}"),
-            ),
-        }
-    }
-    let mut remove_headers = Vec::new();
-    for k in &ops.remove {
-        match HeaderName::from_bytes(k.as_bytes()) {
-            Ok(k) => remove_headers.push(k),
-            Err(_) => err(
-                ".request.headers.remove",
-                format!("invalid header name {k:?}"),
-            ),
-        }
-    }
-    if !errs.is_empty() || matches!(aggregate, Some(None)) {
-        for (field, msg) in errs {
-            p.push(src.problem(
-                &format!("{at}{field}"),
-                format!("route {:?}: {msg}", def.name),
-            ));
-        }
-        return None;
-    }
-    Some(Compiled {
-        host: host?,
-        path: path?,
-        route: Route {
-            name: def.name.as_str().into(),
-            auth,
-            upstream,
-            aggregate: aggregate.flatten(),
-            rewrite,
-            set_headers,
-            remove_headers,
-            max_body,
-            validation,
-            rate_limit: None,
-            idempotency,
-            cors,
-            compression,
-            cache,
-            metrics: crate::metrics::RouteMetrics::new(&def.name),
-            stages: Vec::new(),
-        },
-    })
 }
 
 #[cfg(test)]

@@ -2,10 +2,13 @@
 //! whole generations atomically.
 
 pub mod compile;
+pub mod conditions;
 pub mod reload;
+pub mod route;
 pub mod router;
 pub mod snapshot;
 pub mod store;
+pub mod transforms;
 pub mod unsupported;
 pub mod validation;
 

@@ -1,10 +1,15 @@
 //! Route matching: host (exact, then `*.suffix` longest first, then any host), then path
 //! (literal segment over `{param}` over a final `/*`, segment by segment), then method.
 //! The most specific route that allows the method wins; when routes match the path but
-//! none allows the method, the answer is 405 with the union of their methods.
+//! none allows the method, the answer is 405 with the union of their methods. Routes with
+//! `match.headers`/`match.query` constraints are tried before those without (more before
+//! fewer) and match only requests that carry the values.
 
+use super::conditions::Conditions;
 use http::Method;
+use pingora_http::RequestHeader;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One segment of a compiled path pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -116,6 +121,7 @@ impl HostPattern {
 struct Entry {
     route: usize,
     methods: Option<Vec<Method>>,
+    conditions: Option<Arc<Conditions>>,
 }
 
 impl Entry {
@@ -153,6 +159,9 @@ pub enum Match {
 struct Search<'a> {
     /// None: any method (a CORS preflight matches by host and path only).
     method: Option<&'a Method>,
+    /// The request, for routes with header or query constraints; `None`: a search by host
+    /// and path only, where constraints do not count.
+    req: Option<&'a RequestHeader>,
     params: Vec<&'a str>,
     allow: Option<Vec<Method>>,
 }
@@ -160,6 +169,13 @@ struct Search<'a> {
 impl<'a> Search<'a> {
     fn check(&mut self, entries: &[Entry]) -> Option<usize> {
         for e in entries {
+            let constrained_out = match (&e.conditions, self.req) {
+                (Some(c), Some(req)) => !c.matches(req),
+                _ => false,
+            };
+            if constrained_out {
+                continue;
+            }
             if self.method.is_none_or(|m| e.allows(m)) {
                 return Some(e.route);
             }
@@ -200,8 +216,8 @@ impl<'a> Search<'a> {
 impl Node {
     fn insert(&mut self, segments: &[Segment], entry: Entry) {
         match segments.split_first() {
-            None => self.here.push(entry),
-            Some((Segment::Rest, _)) => self.rest.push(entry),
+            None => push_ranked(&mut self.here, entry),
+            Some((Segment::Rest, _)) => push_ranked(&mut self.rest, entry),
             Some((Segment::Literal(l), rest)) => self
                 .literals
                 .entry(l.clone())
@@ -213,6 +229,17 @@ impl Node {
                 .insert(rest, entry),
         }
     }
+}
+
+/// Adds an entry after those with as many constraints or more: more specific first, and
+/// among equals the earlier route first.
+fn push_ranked(entries: &mut Vec<Entry>, entry: Entry) {
+    let rank = Conditions::len_of(entry.conditions.as_deref());
+    let at = entries
+        .iter()
+        .position(|e| Conditions::len_of(e.conditions.as_deref()) < rank)
+        .unwrap_or(entries.len());
+    entries.insert(at, entry);
 }
 
 /// All routes of a snapshot, indexed for matching.
@@ -232,6 +259,18 @@ impl Router {
         path: &PathPattern,
         methods: Option<Vec<Method>>,
     ) {
+        self.add_constrained(route, host, path, methods, None);
+    }
+
+    /// Adds a route with `match.headers`/`match.query` constraints.
+    pub fn add_constrained(
+        &mut self,
+        route: usize,
+        host: &HostPattern,
+        path: &PathPattern,
+        methods: Option<Vec<Method>>,
+        conditions: Option<Arc<Conditions>>,
+    ) {
         let node = match host {
             HostPattern::Any => &mut self.any,
             HostPattern::Exact(h) => self.exact.entry(h.clone()).or_default(),
@@ -249,23 +288,51 @@ impl Router {
                 &mut self.suffixes[i].1
             }
         };
-        node.insert(&path.segments, Entry { route, methods });
+        node.insert(
+            &path.segments,
+            Entry {
+                route,
+                methods,
+                conditions,
+            },
+        );
     }
 
     /// Matches a request. `host` is lower-case without port; `segments` are the decoded path
     /// segments (`/a/b` is `["a", "b"]`, `/` is `[""]`).
-    pub fn find(&self, host: &str, segments: &[&str], method: &Method) -> Match {
-        self.search(host, segments, Some(method))
+    /// `req` is the request, for routes with header or query constraints.
+    pub fn find(
+        &self,
+        host: &str,
+        segments: &[&str],
+        method: &Method,
+        req: &RequestHeader,
+    ) -> Match {
+        self.search(host, segments, Some(method), Some(req))
     }
 
-    /// Matches by host and path only: the first route there, whatever its methods.
+    /// Matches by host, path and method, whatever the constraints (a CORS preflight asks
+    /// about a request it does not carry).
+    pub fn find_path_for(&self, host: &str, segments: &[&str], method: &Method) -> Match {
+        self.search(host, segments, Some(method), None)
+    }
+
+    /// Matches by host and path only: the first route there, whatever its methods and
+    /// constraints.
     pub fn find_path(&self, host: &str, segments: &[&str]) -> Match {
-        self.search(host, segments, None)
+        self.search(host, segments, None, None)
     }
 
-    fn search(&self, host: &str, segments: &[&str], method: Option<&Method>) -> Match {
+    fn search(
+        &self,
+        host: &str,
+        segments: &[&str],
+        method: Option<&Method>,
+        req: Option<&RequestHeader>,
+    ) -> Match {
         let mut search = Search {
             method,
+            req,
             params: Vec::new(),
             allow: None,
         };

@@ -18,7 +18,8 @@ fn router(routes: &[RouteSpec<'_>]) -> Router {
 fn find(r: &Router, host: &str, path: &str, m: Method) -> Match {
     let segs = decode_segments(path).unwrap();
     let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
-    r.find(host, &segs, &m)
+    let req = RequestHeader::build(m.as_str(), path.as_bytes(), None).unwrap();
+    r.find(host, &segs, &m, &req)
 }
 
 fn found(route: usize, params: &[&str]) -> Match {
@@ -142,4 +143,62 @@ fn bad_patterns() {
     for bad in ["", "*.", "a..b", "exa mple.com"] {
         assert!(HostPattern::parse(Some(bad)).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn constrained_routes_win_over_fewer_constraints_and_need_their_values() {
+    use crate::runtime::conditions::Conditions;
+    let mut r = Router::default();
+    let any = HostPattern::parse(None).unwrap();
+    let path = PathPattern::parse("/v2/customers/{id}").unwrap();
+    let cond = |h: &[(&str, &str)], q: &[(&str, &str)]| {
+        let h: Vec<(String, String)> = h
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let q: Vec<(String, String)> = q
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Conditions::compile(h.iter().map(|(a, b)| (a, b)), q.iter().map(|(a, b)| (a, b)))
+            .unwrap()
+            .map(std::sync::Arc::new)
+    };
+    r.add(0, &any, &path, None);
+    r.add_constrained(1, &any, &path, None, cond(&[("x-api-version", "2")], &[]));
+    r.add_constrained(
+        2,
+        &any,
+        &path,
+        None,
+        cond(&[("x-api-version", "2")], &[("v", "3")]),
+    );
+    let find = |uri: &str, headers: &[(&str, &str)]| {
+        let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            req.insert_header(k.to_string(), *v).unwrap();
+        }
+        let segs = decode_segments(req.uri.path()).unwrap();
+        let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
+        match r.find("h", &segs, &Method::GET, &req) {
+            Match::Found { route, .. } => Some(route),
+            _ => None,
+        }
+    };
+    assert_eq!(find("/v2/customers/7", &[]), Some(0));
+    assert_eq!(find("/v2/customers/7", &[("X-Api-Version", "2")]), Some(1));
+    assert_eq!(find("/v2/customers/7", &[("X-Api-Version", "3")]), Some(0));
+    assert_eq!(
+        find("/v2/customers/7?v=3", &[("X-Api-Version", "2")]),
+        Some(2)
+    );
+    assert_eq!(find("/v2/customers/7?v=3", &[]), Some(0));
+    assert!(Conditions::compatible(
+        cond(&[("x-a", "1")], &[]).as_deref(),
+        cond(&[("x-b", "1")], &[]).as_deref()
+    ));
+    assert!(!Conditions::compatible(
+        cond(&[], &[("v", "1")]).as_deref(),
+        cond(&[], &[("v", "2")]).as_deref()
+    ));
 }

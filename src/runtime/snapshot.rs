@@ -58,6 +58,8 @@ pub enum Stage {
     RateLimit,
     /// Query and body schemas (step 6).
     Validate,
+    /// `request.transform`: the JSON body edited after validation.
+    Transform,
     /// Idempotency keys: take the key, or replay or refuse.
     Idempotency,
     /// Backend-for-frontend calls, answered by the gateway.
@@ -86,6 +88,11 @@ pub struct Route {
     pub cors: Option<crate::cors::RouteCors>,
     /// `response.compression`: answers encoded as the client accepts.
     pub compression: Option<crate::compress::Compression>,
+    /// `allow_ips`/`deny_ips`, `split`/`sticky`, `mirror`, `response.headers`.
+    pub traffic: crate::traffic::compile::Traffic,
+    /// `request.transform` / `response.transform`.
+    pub request_transform: Option<Arc<crate::transform::Transform>>,
+    pub response_transform: Option<Arc<crate::transform::Transform>>,
     /// `cache`: GET and HEAD answers kept and served by the gateway.
     pub cache: Option<crate::cache::RouteCache>,
     /// Request count and duration handles, resolved once.
@@ -115,6 +122,8 @@ pub struct Snapshot {
     /// Files the policies refer to (schemas, keys, certificates): watched, and part of the
     /// change check, so that editing one reloads the set.
     pub referenced: Vec<PathBuf>,
+    /// What `gateway check` prints without refusing (`file:line: warning: ...`).
+    pub warnings: Vec<String>,
     /// Metrics of requests that match no route (`route="_unmatched"`).
     pub unmatched: RouteMetrics,
 }

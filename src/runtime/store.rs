@@ -152,7 +152,8 @@ impl Store {
             }
             _ => return Err(problems),
         };
-        let warnings = tls.warnings.clone();
+        let mut warnings = tls.warnings.clone();
+        warnings.extend(snapshot.warnings.iter().cloned());
         metrics::CONFIG_GENERATION.set(1);
         let inputs = inputs_hash(&gateway, &policy_hash, &snapshot.referenced);
         Ok(Store {

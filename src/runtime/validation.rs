@@ -38,20 +38,22 @@ pub fn compile(
             .map_err(|e| err(".request.query_schema", e))
             .ok()?;
         referenced.extend(compiled.files);
-        let json = match s {
-            serde_yaml::Value::String(rel) => {
-                std::fs::read(src.dir().join(rel)).ok().and_then(|t| {
-                    serde_json::from_slice(&t)
-                        .or_else(|_| serde_yaml::from_slice(&t))
-                        .ok()
-                })
-            }
-            other => serde_json::to_value(other).ok(),
-        }
-        .unwrap_or_default();
+        let json = schema_json(src, s).unwrap_or_default();
         Some(QueryValidator::new(compiled.validator, &json))
     });
     let validation =
         (body.is_some() || query.is_some()).then(|| Arc::new(RouteValidation { body, query }));
     (validation, max_body)
+}
+
+/// A schema as written in a policy (inline, or a file relative to it) as JSON.
+pub fn schema_json(src: &PolicySource, s: &serde_yaml::Value) -> Option<serde_json::Value> {
+    match s {
+        serde_yaml::Value::String(rel) => std::fs::read(src.dir().join(rel)).ok().and_then(|t| {
+            serde_json::from_slice(&t)
+                .or_else(|_| serde_yaml::from_slice(&t))
+                .ok()
+        }),
+        other => serde_json::to_value(other).ok(),
+    }
 }

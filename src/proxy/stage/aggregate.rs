@@ -59,6 +59,8 @@ async fn answer(
         span: ctx.trace.request.as_ref(),
     };
     let outcomes = calls::run(agg, &inputs).await;
+    let transform = route.response_transform.clone();
+    let header_ops = route.traffic.response_headers.as_ref();
     let route = &*route.name;
     for (call, outcome) in agg.calls.iter().zip(&outcomes) {
         let Some(outcome) = outcome else { continue };
@@ -70,10 +72,13 @@ async fn answer(
             .with_label_values(&[route, &call.name, label])
             .inc();
     }
-    let merged = merge(agg, &outcomes).map_err(|f| GatewayError::CallFailed {
+    let mut merged = merge(agg, &outcomes).map_err(|f| GatewayError::CallFailed {
         call: f.call.to_string(),
         reason: f.failure.to_string(),
     })?;
+    if let Some(t) = &transform {
+        t.apply(&mut merged.body, &values);
+    }
     let body = bytes::Bytes::from(serde_json::to_vec(&merged.body).unwrap_or_default());
     let mut head =
         ResponseHeader::build(http::StatusCode::OK, Some(6)).map_err(|_| GatewayError::Internal)?;
@@ -85,6 +90,9 @@ async fn answer(
     }
     super::rate_limit::add_headers(&mut head, ctx);
     ctx.cors_headers(&mut head);
+    if let Some(ops) = header_ops {
+        ops.apply(&mut head);
+    }
     let head_only = client.method == http::Method::HEAD;
     // A client that went away is reported by the access log (status 0), not here.
     if session

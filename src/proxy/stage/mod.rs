@@ -12,6 +12,7 @@ pub mod body;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod relay;
+pub mod transform;
 pub mod validate;
 pub mod webhook;
 
@@ -41,6 +42,7 @@ pub async fn run(
         Stage::RateLimit => rate_limit::run(route, session, ctx).await,
         Stage::Webhook => webhook::run(route, session, ctx).await,
         Stage::Validate => validate::run(route, session, ctx).await,
+        Stage::Transform => transform::run(route, session, ctx).await,
         Stage::Idempotency => idempotency::run(route, session, ctx).await,
         Stage::Aggregate => aggregate::run(route, session, ctx).await,
         Stage::Relay => relay::run(route, session, ctx).await,

@@ -27,7 +27,7 @@ const NOT_FORWARDED: [header::HeaderName; 8] = [
 ];
 
 /// The request as it goes upstream: the proxy's edits, then framing for `len` body bytes.
-fn upstream_request(client: &RequestHeader, ctx: &Ctx, len: usize) -> RequestHeader {
+pub(crate) fn upstream_request(client: &RequestHeader, ctx: &Ctx, len: usize) -> RequestHeader {
     let mut up = client.clone();
     let nominated: Vec<header::HeaderName> = client
         .headers
@@ -71,7 +71,11 @@ pub async fn run(
 /// Sends the request with the body in `ctx.body.held` and streams the answer to the
 /// client. An error is returned only while nothing has been written to the client.
 async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
-    let upstream = route.upstream.clone().ok_or(GatewayError::NoRoute)?;
+    crate::proxy::traffic::choose(session.req_header(), ctx);
+    crate::proxy::traffic::mirror(session, ctx);
+    crate::proxy::traffic::count_upstream_request(ctx);
+    let _ = route;
+    let upstream = ctx.upstream().cloned().ok_or(GatewayError::NoRoute)?;
     let body = ctx.body.held.clone().unwrap_or_default();
     let req = upstream_request(session.req_header(), ctx, body.len());
     let key = match upstream.hashes() {

@@ -1,0 +1,42 @@
+use super::*;
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+#[test]
+fn ip_rules_deny_first_then_allow_lists() {
+    let rules = IpRules {
+        allow: vec![net("10.0.0.0/8"), net("192.0.2.7/32")],
+        deny: vec![net("10.9.0.0/16")],
+    };
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    assert!(rules.admits(ip("10.1.2.3")));
+    assert!(rules.admits(ip("192.0.2.7")));
+    assert!(!rules.admits(ip("192.0.2.8")));
+    assert!(!rules.admits(ip("10.9.1.1")));
+    assert!(!rules.admits(None));
+    let deny_only = IpRules {
+        allow: Vec::new(),
+        deny: vec![net("127.0.0.1/32")],
+    };
+    assert!(!deny_only.admits(ip("127.0.0.1")));
+    assert!(deny_only.admits(ip("127.0.0.2")));
+    assert!(deny_only.admits(None));
+}
+
+#[test]
+fn sticky_points_are_stable_and_spread() {
+    assert_eq!(Split::point_of("c:alice"), Split::point_of("c:alice"));
+    let mut seen = [0u32; 10];
+    for i in 0..10_000 {
+        let p = Split::point_of(&format!("ip:10.0.{}.{}", i / 256, i % 256));
+        assert!(p < 100);
+        seen[(p / 10) as usize] += 1;
+    }
+    // Every tenth of the range gets a fair share of 10,000 keys.
+    assert!(seen.iter().all(|n| (700..1300).contains(n)), "{seen:?}");
+    for _ in 0..1000 {
+        assert!(Split::random_point() < 100);
+    }
+}
