@@ -108,6 +108,14 @@ routes:
       schema: {SCHEMA}
       transform: {{ rename: {{ /customerId: /id }}, remove: [/internal], set: {{ /source: gateway, /requested_by: "{{consumer.id}}" }} }}
     upstream: up
+  - name: both
+    match: {{ path: /both, methods: [POST] }}
+    auth: none
+    request:
+      transform: {{ rename: {{ /a: /b }} }}
+    response:
+      transform: {{ allow: [/got] }}
+    upstream: up
   - name: loose
     match: {{ path: /loose, methods: [POST] }}
     auth: none
@@ -266,6 +274,15 @@ async fn the_upstream_receives_the_transformed_body_after_validation() {
     .await;
     let want = json!({ "b": [1, { "x": null }], "c": "é", "n": 1 });
     assert_upstream_got(&r, &want, false, "no schema");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_transforms_both_its_request_and_its_answer() {
+    // The transformed request is sent by the gateway itself (relay); its answer gets the
+    // route's response transform too.
+    let (gw, _up) = start().await;
+    let r = call(&gw, "POST", "/both", &[JSON], r#"{"a": 1, "keep": [2]}"#).await;
+    assert_json(&r, 200, &json!({ "got": { "b": 1, "keep": [2] } }), "both");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ pub enum Use {
 
 /// `request_cache_filter`: turns Pingora's cache on for the request when its route caches
 /// and the request may use it.
+#[inline(never)]
 pub fn enable(session: &mut Session, ctx: &mut Ctx) {
     let Some(route) = ctx.route() else {
         return;
@@ -94,6 +95,7 @@ pub fn admit(req: &RequestHeader, resp: &ResponseHeader, ctx: &Ctx) -> RespCache
 /// `upstream_request_filter`, when the request may fill the cache: the whole answer is
 /// fetched (GET for HEAD, no range or client preconditions; the entry's validators when it
 /// revalidates one), in identity bytes (each answer is encoded for its own client).
+#[inline(never)]
 pub fn upstream_request(session: &Session, up: &mut RequestHeader) {
     if !session.cache.enabled() {
         return;
@@ -118,6 +120,7 @@ pub fn outcome(session: &Session, ctx: &Ctx) -> Option<Outcome> {
 }
 
 /// `response_filter`: `X-Cache` on the answer, and the count.
+#[inline(never)]
 pub fn decorate(session: &Session, resp: &mut ResponseHeader, ctx: &Ctx) {
     let Some(outcome) = outcome(session, ctx) else {
         return;

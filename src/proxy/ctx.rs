@@ -71,15 +71,16 @@ pub struct Ctx {
     /// Idempotency and webhook work left for when the answer is known.
     pub after: super::after::After,
     /// The answer being collected for the route's response transform.
-    pub reshape: Option<super::reshape::Reshape>,
+    pub reshape: Option<Box<super::reshape::Reshape>>,
     /// The answer's body encoder, when it is compressed.
     pub encoder: Option<crate::compress::Encoder>,
     /// The upstream this request goes to, once chosen (a split route picks one of its
     /// sides; see `proxy::traffic::choose`), and the split side (`None`: the route's own).
     pub upstream: Option<Arc<crate::upstream::Upstream>>,
     pub arm: Option<usize>,
-    /// A copy for the route's shadow upstream, collecting the body as it streams.
-    pub mirror: Option<crate::proxy::traffic::PendingCopy>,
+    /// A copy for the route's shadow upstream, collecting the body as it streams (boxed,
+    /// as `reshape`: rare, and a larger context costs every request its moves).
+    pub mirror: Option<Box<crate::proxy::traffic::PendingCopy>>,
     /// What the request asked of the route's cache (`None`: the route has none).
     pub cache: Option<super::cache::Use>,
     /// Counts this request as in flight until it is dropped (a graceful stop waits).

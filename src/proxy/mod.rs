@@ -73,9 +73,12 @@ impl ProxyHttp for Gateway {
                 Ok(stage::Flow::Answered)
             }
             admit::Outcome::Proxy => match ctx.route.and_then(|i| snapshot.routes.get(i)) {
-                Some(route) => match traffic::check_ips(session.req_header(), ctx) {
-                    Ok(()) => stage::all(route, session, ctx).await,
-                    Err(e) => Err(e),
+                Some(route) => match route.traffic.ips.is_some() {
+                    true => match traffic::check_ips(session.req_header(), ctx) {
+                        Ok(()) => stage::all(route, session, ctx).await,
+                        Err(e) => Err(e),
+                    },
+                    false => stage::all(route, session, ctx).await,
                 },
                 None => Err(GatewayError::NoRoute),
             },
@@ -94,7 +97,9 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        cache::enable(session, ctx);
+        if ctx.route().is_some_and(|r| r.cache.is_some()) {
+            cache::enable(session, ctx);
+        }
         Ok(())
     }
 
@@ -194,7 +199,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         forward::upstream_request(session.req_header(), up, ctx);
-        cache::upstream_request(session, up);
+        if session.cache.enabled() {
+            cache::upstream_request(session, up);
+        }
         Ok(())
     }
 

@@ -13,8 +13,18 @@ use pingora_proxy::Session;
 /// After the stages let the request through: a body up to 64 KiB is kept so that a retry
 /// can send it again.
 pub fn prepare(session: &mut Session, ctx: &mut Ctx) {
-    super::traffic::choose(session.req_header(), ctx);
-    super::traffic::mirror(session, ctx);
+    if let Some(route) = ctx.route() {
+        let (split, mirror) = (
+            route.traffic.split.is_some(),
+            route.traffic.mirror.is_some(),
+        );
+        if split {
+            super::traffic::choose(session.req_header(), ctx);
+        }
+        if mirror {
+            super::traffic::mirror(session, ctx);
+        }
+    }
     let retries = ctx.upstream().is_some_and(|u| u.retry.is_some());
     if retries {
         session.as_mut().enable_retry_buffering();

@@ -44,6 +44,7 @@ fn editable(resp: &ResponseHeader, head_only: bool) -> bool {
 
 /// `response_filter`: starts collecting when the route transforms this answer; the head
 /// loses what the edit changes (length, validators, ranges).
+#[inline(never)]
 pub fn start(req: &RequestHeader, resp: &mut ResponseHeader, ctx: &mut Ctx) {
     if ctx
         .route()
@@ -59,11 +60,12 @@ pub fn start(req: &RequestHeader, resp: &mut ResponseHeader, ctx: &mut Ctx) {
     resp.remove_header(&ETAG);
     resp.remove_header(&ACCEPT_RANGES);
     let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
-    ctx.reshape = Some(Reshape::default());
+    ctx.reshape = Some(Box::default());
 }
 
 /// `response_body_filter`: collects the answer; at its end, the edited answer takes the
 /// place of the last piece.
+#[inline(never)]
 pub fn body(req: &RequestHeader, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) {
     let Some(mut r) = ctx.reshape.take() else {
         return;

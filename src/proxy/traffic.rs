@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 /// `allow_ips`/`deny_ips`: checked before authentication, on the client address as
 /// resolved through `trusted_proxies`.
+#[inline(never)]
 pub fn check_ips(req: &RequestHeader, ctx: &Ctx) -> Result<(), GatewayError> {
     let Some(rules) = ctx.route().and_then(|r| r.traffic.ips.as_ref()) else {
         return Ok(());
@@ -26,6 +27,7 @@ pub fn check_ips(req: &RequestHeader, ctx: &Ctx) -> Result<(), GatewayError> {
 
 /// Chooses the request's upstream once: a side of the route's split (by the sticky key's
 /// hash, else at random), else the route's own.
+#[inline(never)]
 pub fn choose(req: &RequestHeader, ctx: &mut Ctx) {
     if ctx.upstream.is_some() {
         return;
@@ -72,6 +74,7 @@ pub struct PendingCopy {
 /// Starts the request's copy for the route's shadow, if it has one and this request is
 /// drawn: sent now when the body is known (none, or held by a stage), else when it has
 /// streamed through ([`mirror_body`]).
+#[inline(never)]
 pub fn mirror(session: &Session, ctx: &mut Ctx) {
     let Some(mirror) = ctx.route().and_then(|r| r.traffic.mirror.clone()) else {
         return;
@@ -80,24 +83,21 @@ pub fn mirror(session: &Session, ctx: &mut Ctx) {
         return;
     }
     let req = session.req_header();
-    let streams = req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+    let streams = super::stage::body::announced(req);
     match (&ctx.body.held, streams) {
         (Some(held), _) => send(&mirror, req, ctx, Some(held.clone())),
         (None, false) => send(&mirror, req, ctx, None),
         (None, true) => {
-            ctx.mirror = Some(PendingCopy {
+            ctx.mirror = Some(Box::new(PendingCopy {
                 mirror,
                 body: BytesMut::new(),
-            });
+            }));
         }
     }
 }
 
 /// `request_body_filter`: collects the body of a pending copy; sends it at the end.
+#[inline(never)]
 pub fn mirror_body(session: &Session, ctx: &mut Ctx, chunk: Option<&Bytes>, end: bool) {
     let Some(copy) = &mut ctx.mirror else {
         return;

@@ -7,6 +7,15 @@ use crate::proxy::ctx::Ctx;
 use bytes::Bytes;
 use pingora_proxy::Session;
 
+/// Whether the request comes with a body (chunked, or a Content-Length other than 0).
+pub fn announced(req: &pingora_http::RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// The whole body: the one already held, or read now and held. Pingora's retry buffer
 /// keeps up to 64 KiB of it to send upstream as it was; a larger one is sent by
 /// [`super::relay`] (`ctx.body.relay`).

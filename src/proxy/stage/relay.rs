@@ -90,6 +90,14 @@ async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<
     ctx.tries.status = Some(live.header.status.as_u16());
     let mut head = live.header.clone();
     crate::proxy::forward::client_response(&mut head, ctx);
+    // The route's response transform applies here as on answers Pingora proxies.
+    let client = ctx
+        .route()
+        .is_some_and(|r| r.response_transform.is_some())
+        .then(|| session.req_header().clone());
+    if let Some(req) = &client {
+        crate::proxy::reshape::start(req, &mut head, ctx);
+    }
     crate::proxy::after::on_response(&head, ctx);
     if session
         .write_response_header(Box::new(head), false)
@@ -101,6 +109,11 @@ async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<
     loop {
         match live.chunk().await {
             Ok(Some(chunk)) => {
+                let mut piece = Some(chunk);
+                if let (Some(req), true) = (&client, ctx.reshape.is_some()) {
+                    crate::proxy::reshape::body(req, &mut piece, false, ctx);
+                }
+                let Some(chunk) = piece else { continue };
                 crate::proxy::after::on_body(Some(&chunk), false, ctx);
                 if session
                     .write_response_body(Some(chunk), false)
@@ -119,8 +132,13 @@ async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<
             }
         }
     }
-    crate::proxy::after::on_body(None, true, ctx);
-    if session.write_response_body(None, true).await.is_ok() {
+    // A transformed answer is sent whole at its end.
+    let mut last = None;
+    if let (Some(req), true) = (&client, ctx.reshape.is_some()) {
+        crate::proxy::reshape::body(req, &mut last, true, ctx);
+    }
+    crate::proxy::after::on_body(last.as_ref(), true, ctx);
+    if session.write_response_body(last, true).await.is_ok() {
         live.finish().await;
     }
     Ok(())

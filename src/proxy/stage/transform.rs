@@ -20,11 +20,7 @@ pub async fn run(
         return Ok(Flow::Next);
     };
     let req = session.req_header();
-    let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+    let has_body = super::body::announced(req);
     let json = is_json_media_type(
         req.headers
             .get(http::header::CONTENT_TYPE)

@@ -35,11 +35,7 @@ async fn validate(
         req.method,
         http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::OPTIONS
     );
-    let has_body = req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+    let has_body = super::body::announced(req);
     if bodyless_method && !has_body {
         return Ok(());
     }
