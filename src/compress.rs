@@ -192,7 +192,8 @@ impl Compression {
     }
 }
 
-/// `text/*`, JSON (also `+json`), JavaScript, XML and SVG.
+/// `text/*`, JSON (also `+json`), JavaScript, XML and SVG. Not an event stream: its
+/// events go out as they come, and an encoder would hold them back.
 fn compressible(content_type: Option<&HeaderValue>) -> bool {
     let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
@@ -203,7 +204,7 @@ fn compressible(content_type: Option<&HeaderValue>) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    mime.starts_with("text/")
+    (mime.starts_with("text/") && mime != "text/event-stream")
         || matches!(
             mime.as_str(),
             "application/json" | "application/javascript" | "application/xml" | "image/svg+xml"

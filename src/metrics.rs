@@ -59,6 +59,15 @@ metric!(MIRROR_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "gateway_mirror_requests_total",
     "Copies of requests to a route's shadow upstream, by outcome (sent, failed, dropped).",
     &["route", "outcome"]));
+metric!(OPEN_STREAMS: IntGaugeVec = register_int_gauge_vec!(
+    "gateway_open_streams", "WebSockets and event streams open now, by route.", &["route"]));
+metric!(STREAM_DURATION: HistogramVec = register_histogram_vec!(
+    "gateway_stream_duration_seconds", "How long WebSockets and event streams stayed open, by route.",
+    &["route"], vec![1.0, 10.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0]));
+metric!(STREAMS_CLOSED: IntCounterVec = register_int_counter_vec!(
+    "gateway_streams_closed_total",
+    "WebSockets and event streams that ended, by route and reason (closed, idle, client, upstream, error).",
+    &["route", "reason"]));
 metric!(CACHE_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "gateway_cache_requests_total",
     "Requests on routes with a cache, by route and result (HIT, MISS, STALE, BYPASS).",
@@ -119,6 +128,9 @@ pub fn init() {
     LazyLock::force(&IDEMPOTENCY);
     LazyLock::force(&CACHE_REQUESTS);
     LazyLock::force(&UPSTREAM_REQUESTS);
+    LazyLock::force(&OPEN_STREAMS);
+    LazyLock::force(&STREAM_DURATION);
+    LazyLock::force(&STREAMS_CLOSED);
     LazyLock::force(&MIRROR_REQUESTS);
     LazyLock::force(&CACHE_ENTRIES);
     LazyLock::force(&CACHE_BYTES);

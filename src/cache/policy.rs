@@ -24,7 +24,8 @@ pub fn lookup(req: &RequestHeader) -> Lookup {
         return Lookup::Bypass;
     }
     let cc = CacheControl::from_req_headers(req);
-    if cc.as_ref().is_some_and(CacheControl::no_store) {
+    // A stream never ends as an answer to keep; the others must not wait for it.
+    if cc.as_ref().is_some_and(CacheControl::no_store) || crate::proxy::stream::requested(req) {
         return Lookup::Bypass;
     }
     let pragma_no_cache = || {
@@ -98,6 +99,9 @@ pub fn admit(rc: &RouteCache, resp: &ResponseHeader, authorization: bool) -> Res
     use RespCacheable::Uncacheable;
     if !storable_status(resp.status) {
         return Uncacheable(NoCacheReason::Custom("status"));
+    }
+    if crate::proxy::stream::answered(resp) {
+        return Uncacheable(NoCacheReason::Custom("stream"));
     }
     if resp.headers.contains_key(header::SET_COOKIE) {
         return Uncacheable(NoCacheReason::Custom("set-cookie"));

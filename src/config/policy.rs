@@ -268,6 +268,9 @@ pub struct RouteDef {
     /// Clients in these blocks get 403.
     #[serde(default)]
     pub deny_ips: Vec<super::traffic::IpRange>,
+    /// Stream settings: `idle` for WebSockets and event streams (default 5m).
+    #[serde(default)]
+    pub timeouts: Option<super::traffic::RouteTimeoutsDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -62,3 +62,17 @@ impl<'de> Deserialize<'de> for IpRange {
         })
     }
 }
+
+/// A route's `timeouts`: settings of the streams it carries (the upstream's `timeouts`
+/// hold `connect` and `read`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeoutsDef {
+    /// A WebSocket or event stream with no data either way this long is closed.
+    #[serde(default = "five_minutes")]
+    pub idle: super::values::Dur,
+}
+
+fn five_minutes() -> super::values::Dur {
+    super::values::Dur(std::time::Duration::from_secs(300))
+}

@@ -81,6 +81,8 @@ pub struct Ctx {
     /// A copy for the route's shadow upstream, collecting the body as it streams (boxed,
     /// as `reshape`: rare, and a larger context costs every request its moves).
     pub mirror: Option<Box<crate::proxy::traffic::PendingCopy>>,
+    /// The WebSocket or event stream this request opened, counted while it lives.
+    pub stream: Option<super::stream::Open>,
     /// What the request asked of the route's cache (`None`: the route has none).
     pub cache: Option<super::cache::Use>,
     /// Counts this request as in flight until it is dropped (a graceful stop waits).
@@ -108,6 +110,7 @@ impl Ctx {
             encoder: None,
             reshape: None,
             cache: None,
+            stream: None,
             upstream: None,
             arm: None,
             mirror: None,

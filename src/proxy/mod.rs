@@ -17,6 +17,7 @@ pub mod peer;
 pub mod reshape;
 pub mod respond;
 pub mod stage;
+pub mod stream;
 pub mod traffic;
 
 use crate::error::GatewayError;
@@ -250,6 +251,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         forward::client_response(resp, ctx);
+        if stream::answered(resp) {
+            stream::opened(ctx);
+        }
         if ctx.cache.is_some() && session.subrequest_ctx.is_none() {
             cache::decorate(session, resp, ctx);
         }
@@ -350,6 +354,9 @@ impl ProxyHttp for Gateway {
         }
         if ctx.after.pending() {
             after::finish(ctx, status, e.is_none()).await;
+        }
+        if ctx.stream.is_some() {
+            stream::closed(ctx, e);
         }
         if session.subrequest_ctx.is_none() {
             log::finish(session, ctx, status);

@@ -68,7 +68,11 @@ pub async fn select(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, G
         ];
         ctx.trace.attempt = crate::telemetry::child(cx, "gateway.upstream", attrs);
     }
-    Ok(upstream.peer(&backend))
+    let mut peer = upstream.peer(&backend);
+    if super::stream::requested(session.req_header()) {
+        super::stream::peer_options(&mut peer, ctx);
+    }
+    Ok(peer)
 }
 
 /// The current try ended: what follows. `Retry` and `Replace` mean Pingora tries again.

@@ -238,6 +238,10 @@ pub(super) fn compile_route(
             traffic,
             request_transform,
             response_transform,
+            stream_idle: def
+                .timeouts
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(300), |t| t.idle.0),
             metrics: crate::metrics::RouteMetrics::new(&def.name),
             stages: Vec::new(),
         },

@@ -93,6 +93,8 @@ pub struct Route {
     /// `request.transform` / `response.transform`.
     pub request_transform: Option<Arc<crate::transform::Transform>>,
     pub response_transform: Option<Arc<crate::transform::Transform>>,
+    /// How long a WebSocket or event stream may carry nothing (`timeouts.idle`).
+    pub stream_idle: std::time::Duration,
     /// `cache`: GET and HEAD answers kept and served by the gateway.
     pub cache: Option<crate::cache::RouteCache>,
     /// Request count and duration handles, resolved once.
