@@ -112,6 +112,22 @@ impl GatewayError {
     }
 
     /// The JSON error body and any headers this error requires (such as `Allow`).
+    /// The gRPC status of this refusal for a gRPC client (the contract's mapping; the
+    /// other statuses by their nearest gRPC meaning).
+    pub fn grpc_status(&self) -> u8 {
+        match self.status_and_code().0.as_u16() {
+            400 | 415 | 422 => 3, // INVALID_ARGUMENT
+            401 => 16,            // UNAUTHENTICATED
+            403 => 7,             // PERMISSION_DENIED
+            404 | 405 => 12,      // UNIMPLEMENTED
+            408 | 504 => 4,       // DEADLINE_EXCEEDED
+            409 => 10,            // ABORTED
+            413 | 429 | 431 => 8, // RESOURCE_EXHAUSTED
+            502 | 503 => 14,      // UNAVAILABLE
+            _ => 13,              // INTERNAL
+        }
+    }
+
     pub fn to_response(&self, request_id: &str) -> ErrorResponse {
         let (status, code) = self.status_and_code();
         let mut body = json!({

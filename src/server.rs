@@ -171,7 +171,13 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     crate::cache::configure(&gw.file.cache);
     let store = Arc::new(store);
     for l in &gw.file.listeners {
-        let proxy = pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
+        let mut proxy =
+            pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
+        if l.h2c {
+            let mut options = pingora_core::apps::HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
+        }
         let mut svc = Service::new(
             format!("listener {}", l.name),
             Guard::new(proxy, store.clone()),

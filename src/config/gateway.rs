@@ -75,6 +75,9 @@ pub struct Listener {
     pub bind: SocketAddr,
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// HTTP/2 in clear beside HTTP/1.1 (for gRPC clients), told apart by the h2 preface.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -58,6 +58,8 @@ pub enum Scheme {
     #[default]
     Http,
     Https,
+    /// HTTP/2 in clear, with prior knowledge (gRPC services).
+    H2c,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

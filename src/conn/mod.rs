@@ -41,6 +41,21 @@ impl<A> Guard<A> {
     }
 }
 
+/// Whether a cleartext connection starts with HTTP/2's preface (an h2c listener takes
+/// both); `None` when the connection ended, or sent fewer than the preface's 24 bytes
+/// within the head timeout (Pingora's peek waits for all of them: a complete HTTP/1.1
+/// request is longer, with its Host field).
+async fn h2_preface(stream: &mut Stream, within: std::time::Duration) -> Option<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    match tokio::time::timeout(within, stream.try_peek(&mut buf)).await {
+        Ok(Ok(true)) => Some(&buf == PREFACE),
+        // A stream that cannot peek is taken as HTTP/1.
+        Ok(Ok(false)) => Some(false),
+        Ok(Err(_)) | Err(_) => None,
+    }
+}
+
 #[async_trait]
 impl<A> ServerApp for Guard<A>
 where
@@ -51,8 +66,14 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
+        }
+        let mut stream = stream;
         let h2c = self.app.server_options().is_some_and(|o| o.h2c);
-        if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        let within = self.store.load().settings.header_timeout;
+        if h2c && stream.get_ssl_digest().is_none() && h2_preface(&mut stream, within).await? {
+            // HTTP/2 frames are bounded by the h2 crate's own settings.
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
         let settings = self.store.load().settings.clone();

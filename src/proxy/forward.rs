@@ -114,6 +114,13 @@ pub fn upstream_request(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ct
         if let Ok(uri) = pq.parse::<http::Uri>() {
             up.set_uri(uri);
         }
+        // An HTTP/2 client names the host in `:authority` only: the origin-form request
+        // keeps it as Host (which an HTTP/2 upstream turns back into `:authority`).
+        if !up.headers.contains_key(http::header::HOST) {
+            if let Some(a) = super::admit::absolute_authority(client) {
+                let _ = up.insert_header(http::header::HOST, a);
+            }
+        }
     }
     gateway_headers(client, up, ctx);
 }

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod client;
 pub mod ctx;
 pub mod forward;
+pub mod grpc;
 pub mod ids;
 pub mod log;
 pub mod peer;

@@ -69,8 +69,14 @@ pub async fn select(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, G
         ctx.trace.attempt = crate::telemetry::child(cx, "gateway.upstream", attrs);
     }
     let mut peer = upstream.peer(&backend);
-    if super::stream::requested(session.req_header()) {
+    let req = session.req_header();
+    if super::stream::requested(req) {
         super::stream::peer_options(&mut peer, ctx);
+    }
+    if super::grpc::is_grpc(req) {
+        if let Some(deadline) = super::grpc::timeout(req) {
+            super::grpc::bound_peer(&mut peer, deadline);
+        }
     }
     Ok(peer)
 }

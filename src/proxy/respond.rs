@@ -23,6 +23,9 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
     {
         session.set_keepalive(None);
     }
+    if super::grpc::is_grpc(session.req_header()) {
+        return super::grpc::write_error(session, ctx, err).await;
+    }
     let r = err.to_response(ctx.request_id());
     let status = r.status.as_u16();
     let Ok(mut head) = ResponseHeader::build(r.status, Some(5)) else {

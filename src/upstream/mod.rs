@@ -216,6 +216,9 @@ impl Upstream {
             }
         };
         let o = &mut peer.options;
+        if self.def.scheme == crate::config::policy::Scheme::H2c {
+            o.set_http_version(2, 2);
+        }
         o.connection_timeout = Some(self.connect_timeout);
         o.total_connection_timeout = Some(self.connect_timeout);
         o.read_timeout = Some(self.read_timeout);

@@ -23,7 +23,7 @@ pub(super) fn tls(def: &UpstreamDef, dir: &Path) -> Result<Option<Tls>, String> 
         verify: true,
         ca: None,
     });
-    if def.scheme == Scheme::Http {
+    if matches!(def.scheme, Scheme::Http | Scheme::H2c) {
         return match def.tls {
             Some(_) => Err("`tls` needs `scheme: https`".into()),
             None => Ok(None),
