@@ -148,6 +148,7 @@ routes:
     match: {{ path: /test.Echo/* }}
     auth: none
     upstream: echo
+    grpc_web: true
   - name: keyed
     match: {{ path: /keyed.Echo/* }}
     auth: [api_key]
@@ -331,4 +332,50 @@ async fn grpc_timeout_bounds_the_upstream_call() {
     // Without a deadline the same call completes (the upstream's read timeout is 5 s).
     let r = say(&gw, "/test.Echo/Say", "slow", 500, &[]).await.unwrap();
     assert_eq!(r.get_ref().text, "echo:slow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_from_http1_are_bridged() {
+    let gw = start().await;
+    let msg = prost::Message::encode_to_vec(&Ping {
+        text: "web".into(),
+        count: 0,
+    });
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let r = common::client()
+        .post(gw.url("/test.Echo/Say"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("application/grpc-web"), "{ct}");
+    let bytes = r.bytes().await.unwrap();
+    // A data frame with the answer, then a trailer frame (flag 0x80) with grpc-status 0.
+    assert_eq!(bytes[0], 0);
+    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    let answer: Ping = prost::Message::decode(&bytes[5..5 + len]).unwrap();
+    assert_eq!(answer.text, "echo:web");
+    let rest = &bytes[5 + len..];
+    assert_eq!(rest[0], 0x80, "a trailer frame follows");
+    let trailers = String::from_utf8_lossy(&rest[5..]).to_ascii_lowercase();
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+
+    // A gRPC-Web call to a route without grpc_web is not bridged: the upstream, which
+    // speaks gRPC only, does not answer it as gRPC-Web.
+    let r = common::client()
+        .post(gw.url("/dead.Echo/Say"))
+        .header("content-type", "application/grpc-web+proto")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(!ct.starts_with("application/grpc-web"), "{ct}");
 }

@@ -273,6 +273,9 @@ pub struct RouteDef {
     /// Stream settings: `idle` for WebSockets and event streams (default 5m).
     #[serde(default)]
     pub timeouts: Option<super::traffic::RouteTimeoutsDef>,
+    /// Also accept gRPC-Web (binary) from browsers, bridged to gRPC for the upstream.
+    #[serde(default)]
+    pub grpc_web: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -41,7 +41,7 @@ pub fn absolute_authority(req: &RequestHeader) -> Option<&str> {
 
 /// Host to route on: the absolute-form target's authority, else the Host header;
 /// lower-case, without port.
-fn route_host(req: &RequestHeader) -> std::borrow::Cow<'_, str> {
+pub(super) fn route_host(req: &RequestHeader) -> std::borrow::Cow<'_, str> {
     let raw = absolute_authority(req)
         .or_else(|| {
             req.headers

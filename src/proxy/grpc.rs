@@ -40,6 +40,45 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError) -
 /// Bytes kept as they are in grpc-message: printable ASCII but `%`.
 const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(0x7f);
 
+/// A gRPC-Web request (`application/grpc-web`, `+proto`; not the base64 `-text` form).
+pub fn is_web(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+}
+
+/// `early_request_filter`: a gRPC-Web request to a route with `grpc_web` is bridged to
+/// gRPC by Pingora's module, which works on the request head before routing proper; so the
+/// route is looked up here too (by host, path and method).
+#[inline(never)]
+pub fn enable_web(session: &mut Session, ctx: &Ctx) {
+    let req = session.req_header();
+    let Ok(segments) = crate::runtime::router::decode_segments(req.uri.path()) else {
+        return;
+    };
+    let segs: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
+    let host = super::admit::route_host(req);
+    let found = ctx.snapshot.router.find(&host, &segs, &req.method, req);
+    let crate::runtime::router::Match::Found { route, .. } = found else {
+        return;
+    };
+    if !ctx.snapshot.routes.get(route).is_some_and(|r| r.grpc_web) {
+        return;
+    }
+    use pingora_core::modules::http::grpc_web::GrpcWebBridge;
+    match session.downstream_modules_ctx.get_mut::<GrpcWebBridge>() {
+        Some(bridge) => bridge.init(),
+        None => {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "a route has grpc_web, but no route had it when the gateway started: restart to enable the gRPC-Web bridge"
+                );
+            }
+        }
+    }
+}
+
 /// `grpc-timeout` (`1H`, `5M`, `30S`, `100m`, `250u`, `1000n`): at most 8 digits and a unit.
 pub fn timeout(req: &RequestHeader) -> Option<Duration> {
     let v = req.headers.get("grpc-timeout")?.to_str().ok()?;

@@ -28,6 +28,8 @@ use attempt::End;
 use bytes::Bytes;
 use ctx::Ctx;
 use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
+use pingora_core::modules::http::grpc_web::GrpcWeb;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -61,6 +63,23 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Ctx {
         Ctx::new(self.store.load())
+    }
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // Pingora's default adds its own response compression, disabled: the gateway
+        // compresses in its own filters, so it is left out. The gRPC-Web bridge is added
+        // when a route of the starting configuration uses it (it then costs every request
+        // one module call; adding `grpc_web` later needs a restart, and says so).
+        if self.store.load().routes.iter().any(|r| r.grpc_web) {
+            modules.add_module(Box::new(GrpcWeb));
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if grpc::is_web(session.req_header()) {
+            grpc::enable_web(session, ctx);
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {

@@ -238,6 +238,7 @@ pub(super) fn compile_route(
             traffic,
             request_transform,
             response_transform,
+            grpc_web: def.grpc_web,
             stream_idle: def
                 .timeouts
                 .as_ref()

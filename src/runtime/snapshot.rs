@@ -93,6 +93,8 @@ pub struct Route {
     /// `request.transform` / `response.transform`.
     pub request_transform: Option<Arc<crate::transform::Transform>>,
     pub response_transform: Option<Arc<crate::transform::Transform>>,
+    /// `grpc_web`: gRPC-Web requests bridged to gRPC (Pingora's module).
+    pub grpc_web: bool,
     /// How long a WebSocket or event stream may carry nothing (`timeouts.idle`).
     pub stream_idle: std::time::Duration,
     /// `cache`: GET and HEAD answers kept and served by the gateway.
