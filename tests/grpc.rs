@@ -379,3 +379,43 @@ async fn grpc_web_calls_from_http1_are_bridged() {
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
     assert!(!ct.starts_with("application/grpc-web"), "{ct}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_reaches_an_https_upstream_over_http2() {
+    // Gateway A terminates TLS (h2 by ALPN) in front of the tonic server; gateway B sends
+    // gRPC to A as an `https` upstream: HTTP/2 is asked for by ALPN, so the trailers arrive.
+    let up = grpc_upstream().await;
+    let deaf = deaf_upstream().await;
+    let a_config = ConfigDir::new("", &[("p.yaml", &policy(up, deaf))]);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(a_config.path().join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(
+        a_config.path().join("k.pem"),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let tls_port = common::free_port();
+    let yaml = std::fs::read_to_string(a_config.gateway_yaml()).unwrap();
+    let yaml = yaml.replacen(
+        "listeners:\n",
+        &format!(
+            "listeners:\n  - name: tls\n    bind: 127.0.0.1:{tls_port}\n    tls: {{ certs: [ {{ cert: c.pem, key: k.pem }} ] }}\n"
+        ),
+        1,
+    );
+    std::fs::write(a_config.gateway_yaml(), yaml).unwrap();
+    let _a = Gateway::start_in(a_config, &[]).await;
+
+    let b_policy = format!(
+        "upstreams:\n  a: {{ targets: [\"127.0.0.1:{tls_port}\"], scheme: https, tls: {{ sni: localhost, verify: false }} }}\nroutes:\n  - name: via-a\n    match: {{ path: /test.Echo/* }}\n    auth: none\n    upstream: a\n"
+    );
+    let b_config = ConfigDir::new("", &[("p.yaml", &b_policy)]);
+    let yaml = std::fs::read_to_string(b_config.gateway_yaml()).unwrap();
+    let yaml = yaml.replacen("    bind: ", "    h2c: true\n    bind: ", 1);
+    std::fs::write(b_config.gateway_yaml(), yaml).unwrap();
+    let b = Gateway::start_in(b_config, &[]).await;
+
+    let r = say(&b, "/test.Echo/Say", "via tls", 0, &[]).await;
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{}", b.output()));
+    assert_eq!(r.get_ref().text, "echo:via tls");
+}

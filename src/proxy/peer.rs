@@ -74,6 +74,10 @@ pub async fn select(session: &Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>, G
         super::stream::peer_options(&mut peer, ctx);
     }
     if super::grpc::is_grpc(req) {
+        // gRPC needs HTTP/2 (trailers): over TLS it is asked for by ALPN.
+        if upstream.def.scheme == crate::config::policy::Scheme::Https {
+            peer.options.set_http_version(2, 2);
+        }
         if let Some(deadline) = super::grpc::timeout(req) {
             super::grpc::bound_peer(&mut peer, deadline);
         }
