@@ -330,3 +330,27 @@ async fn sigterm_lets_a_stream_run_until_the_shutdown_grace_then_closes_it() {
         "the stream is closed: {end:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_websocket_leaves_no_upstream_connection_for_the_next_request() {
+    let gw = start(100).await;
+    for round in 0..5 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&gw, "/ws"))
+            .await
+            .unwrap();
+        let text = format!("round {round}");
+        assert_eq!(
+            say(&mut ws, &text).await,
+            Message::Text(format!("echo:{text}").into())
+        );
+        if round % 2 == 0 {
+            ws.close(None).await.unwrap();
+            // Read to the end of the close handshake.
+            while let Some(Ok(_)) = ws.next().await {}
+        } else {
+            // Gone without a close handshake.
+            drop(ws);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
