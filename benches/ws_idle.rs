@@ -12,6 +12,9 @@
 //! an upgrade now and then ends right after its 101 (the stream closes within ~60 µs,
 //! nothing relayed) and the client sees a reset; the opening then stops and the memory is
 //! reported for the connections held. Sequential upgrades (tests/streams.rs) do not show it.
+//! It is Pingora's cloudflare/pingora#946 (open; fixes proposed in #947 and #1016): when the
+//! upstream's 101 is read before the upgrade request's own empty body end, that end is
+//! taken for the end of the tunnel.
 //!
 //! What it does: an axum WebSocket echo upstream in this process; `gateway run` with one
 //! route to it; the p50/p99 of a message's round trip directly and through the gateway
