@@ -8,7 +8,7 @@
 //! `GATEWAY_BIN` (default target/release/gateway), `WS_SKIP_LATENCY=1` (only the memory
 //! part). The gateway's output goes to `$TMPDIR/ws_idle-gateway.log`.
 //!
-//! Found with it (2026-12-06, not fixed yet): while connections are opened 20 at a time,
+//! Found with it (2026-12-06, fixed by vendor/pingora-proxy): while connections were opened 20 at a time,
 //! an upgrade now and then ends right after its 101 (the stream closes within ~60 µs,
 //! nothing relayed) and the client sees a reset; the opening then stops and the memory is
 //! reported for the connections held. Sequential upgrades (tests/streams.rs) do not show it.
@@ -107,11 +107,19 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n = env("WS_CONNECTIONS", 9000);
-    let messages = env("WS_MESSAGES", 2000);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this too, without it:
+    // then a quick smoke run against the test build's binary (the numbers mean nothing).
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (n, messages) = match bench {
+        true => (env("WS_CONNECTIONS", 9000), env("WS_MESSAGES", 2000)),
+        false => (50, 100),
+    };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin = std::env::var("GATEWAY_BIN")
-        .unwrap_or_else(|_| root.join("target/release/gateway").display().to_string());
+    let default_bin = match bench {
+        true => root.join("target/release/gateway").display().to_string(),
+        false => env!("CARGO_BIN_EXE_gateway").to_string(),
+    };
+    let bin = std::env::var("GATEWAY_BIN").unwrap_or(default_bin);
     let up = echo_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
@@ -153,7 +161,7 @@ async fn main() {
     }
 
     // Latency: the same messages directly and through the gateway.
-    if env("WS_SKIP_LATENCY", 0) == 0 {
+    if env("WS_SKIP_LATENCY", 0) == 0 && messages > 0 {
         let (mut direct, _) = tokio_tungstenite::connect_async(format!("ws://{up}/ws"))
             .await
             .unwrap();
@@ -205,6 +213,8 @@ async fn main() {
         }
     }
     if let Some(f) = &failed {
+        // A smoke run (cargo test) fails on it; a bench run reports what it held.
+        assert!(bench, "opening stopped {f}");
         println!("opening stopped {f}");
     }
     let n = held.len();

@@ -354,3 +354,28 @@ async fn a_closed_websocket_leaves_no_upstream_connection_for_the_next_request()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_opened_concurrently_all_stay_open() {
+    // cloudflare/pingora#946 (patched in vendor/pingora-proxy): an upgrade whose 101 was
+    // read before the request's empty body end was torn down at once; opening many at a
+    // time and speaking at once showed it within a few hundred connections.
+    let gw = start(100).await;
+    let url = ws_url(&gw, "/ws");
+    let mut held = Vec::new();
+    for batch in 0..15 {
+        let opened = futures::future::join_all((0..20).map(|i| {
+            let url = url.clone();
+            async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                let text = format!("{batch}-{i}");
+                let answer = say(&mut ws, &text).await;
+                assert_eq!(answer, Message::Text(format!("echo:{text}").into()));
+                ws
+            }
+        }))
+        .await;
+        held.extend(opened);
+    }
+    assert_eq!(open_streams(&gw, "ws").await, 300.0);
+}
