@@ -144,6 +144,14 @@ routes:
         set: {{ /b/x: again, /added: 1, /dropped: 2 }}
         allow: [/b, /added]
     upstream: up
+  - name: tiny-zipped
+    match: {{ path: /tiny/* }}
+    auth: none
+    rewrite: {{ strip_prefix: /tiny }}
+    response:
+      compression: {{ algorithms: [gzip], min_size: 64KiB }}
+      transform: {{ allow: [/id, /name, /orders/*/id], rename: {{ /full_name: /name }} }}
+    upstream: up
   - name: zipped
     match: {{ path: /big }}
     auth: none
@@ -371,6 +379,23 @@ async fn a_gzip_client_gets_the_transformed_body_compressed() {
 
     // And an identity client the same document.
     assert_json(&get(&gw, "/big", &[]).await, 200, &big_out(), "identity");
+
+    // An answer under the route's min_size is not compressed, transformed or not (the
+    // compression decides on the upstream's length, before the edit drops it).
+    let r = traffic_upstream::client()
+        .get(gw.url("/tiny/customer/x"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("content-encoding").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got, customer_out());
 }
 
 // ---------------------------------------------------------------------------------------

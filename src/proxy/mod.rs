@@ -277,8 +277,9 @@ impl ProxyHttp for Gateway {
         if ctx.cache.is_some() && session.subrequest_ctx.is_none() {
             cache::decorate(session, resp, ctx);
         }
-        if ctx.route().is_some_and(|r| r.response_transform.is_some()) {
-            reshape::start(session.req_header(), resp, ctx);
+        if let Some(route) = ctx.route().filter(|r| r.response_transform.is_some()) {
+            let compression_follows = route.compression.is_some();
+            reshape::start(session.req_header(), resp, ctx, compression_follows);
         }
         if ctx.after.idempotency.is_some() {
             // The answer as the client gets it before encoding: a replay is encoded (or
@@ -290,6 +291,9 @@ impl ProxyHttp for Gateway {
             let accept = req.headers.get(http::header::ACCEPT_ENCODING);
             let encoder = c.start(resp, accept, req.method == http::Method::HEAD);
             ctx.encoder = encoder;
+            if ctx.reshape.is_some() {
+                reshape::unframe(resp);
+            }
         }
         Ok(())
     }

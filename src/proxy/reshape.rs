@@ -43,9 +43,16 @@ fn editable(resp: &ResponseHeader, head_only: bool) -> bool {
 }
 
 /// `response_filter`: starts collecting when the route transforms this answer; the head
-/// loses what the edit changes (length, validators, ranges).
+/// loses what the edit changes (validators, ranges, and the length: at once, or with
+/// `compression_follows` after the compression has decided on the upstream's length, so
+/// that `min_size` still counts; then [`unframe`] follows it).
 #[inline(never)]
-pub fn start(req: &RequestHeader, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+pub fn start(
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    ctx: &mut Ctx,
+    compression_follows: bool,
+) {
     if ctx
         .route()
         .and_then(|r| r.response_transform.as_ref())
@@ -56,11 +63,18 @@ pub fn start(req: &RequestHeader, resp: &mut ResponseHeader, ctx: &mut Ctx) {
     if !editable(resp, req.method == http::Method::HEAD) {
         return;
     }
-    resp.remove_header(&CONTENT_LENGTH);
     resp.remove_header(&ETAG);
     resp.remove_header(&ACCEPT_RANGES);
-    let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    if !compression_follows {
+        unframe(resp);
+    }
     ctx.reshape = Some(Box::default());
+}
+
+/// The edited answer's length is known only at its end: it goes chunked.
+pub fn unframe(resp: &mut ResponseHeader) {
+    resp.remove_header(&CONTENT_LENGTH);
+    let _ = resp.insert_header(http::header::TRANSFER_ENCODING, "chunked");
 }
 
 /// `response_body_filter`: collects the answer; at its end, the edited answer takes the

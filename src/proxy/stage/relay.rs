@@ -96,7 +96,7 @@ async fn forward(route: &Route, session: &mut Session, ctx: &mut Ctx) -> Result<
         .is_some_and(|r| r.response_transform.is_some())
         .then(|| session.req_header().clone());
     if let Some(req) = &client {
-        crate::proxy::reshape::start(req, &mut head, ctx);
+        crate::proxy::reshape::start(req, &mut head, ctx, false);
     }
     crate::proxy::after::on_response(&head, ctx);
     if session
