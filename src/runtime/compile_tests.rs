@@ -54,3 +54,20 @@ fn a_failed_compile_reports_every_problem() {
         "{text}"
     );
 }
+
+#[test]
+fn a_route_pays_only_for_the_features_it_uses() {
+    let (_dir, gw) = setup(
+        "upstreams:\n  a: { targets: [\"127.0.0.1:1\"] }\nroutes:\n  - { name: plain, match: { path: /p }, auth: none, upstream: a }\n  - { name: empty, match: { path: /e }, auth: none, upstream: a, request: { transform: {} }, response: { transform: {} } }\n  - { name: edits, match: { path: /t }, auth: none, upstream: a, request: { transform: { remove: [/x] } } }\n",
+    );
+    let set = load_policies(&gw.policies_path()).unwrap();
+    let snap = compile(&gw, &set, None, 1).unwrap();
+    let route = |n: &str| snap.routes.iter().find(|r| &*r.name == n).unwrap();
+    assert!(route("plain").stages.is_empty());
+    // An empty transform block edits nothing: no stage, no body held, no answer collected.
+    let empty = route("empty");
+    assert!(empty.stages.is_empty(), "{:?}", empty.stages);
+    assert!(empty.request_transform.is_none() && empty.response_transform.is_none());
+    assert!(empty.traffic.split.is_none() && empty.traffic.ips.is_none());
+    assert_eq!(route("edits").stages, [Stage::Transform, Stage::Relay]);
+}

@@ -20,7 +20,9 @@ pub fn compile(
     let request = def.request.as_ref().and_then(|r| {
         let t = Transform::compile(r.transform.as_ref()?, scope)
             .map_err(|e| err(".request.transform", e))
-            .ok()?;
+            .ok()
+            // An empty block edits nothing: no stage, no body held for it.
+            .filter(|t| !t.is_empty())?;
         let schema = r
             .schema
             .as_ref()
@@ -44,7 +46,8 @@ pub fn compile(
     let response = def.response.as_ref().and_then(|r| {
         let t = Transform::compile(r.transform.as_ref()?, scope)
             .map_err(|e| err(".response.transform", e))
-            .ok()?;
+            .ok()
+            .filter(|t| !t.is_empty())?;
         warnings.push(
             src.problem(
                 &format!("{at}.response.transform"),

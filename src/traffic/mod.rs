@@ -54,11 +54,6 @@ pub struct Split {
 }
 
 impl Split {
-    /// The arm for `point` in 0..100, `None` for the route's own upstream.
-    pub fn arm(&self, point: u32) -> Option<&Arm> {
-        self.arms.iter().find(|a| point < a.upto)
-    }
-
     /// A client's fixed point: the same key lands on the same side in every replica and
     /// generation (the hash has fixed keys).
     pub fn point_of(key: &str) -> u32 {
