@@ -1,7 +1,7 @@
 //! Streams under load (issue 21): the memory the gateway holds per idle WebSocket, and the
 //! latency it adds to a message relay, on loopback.
 //!
-//! `cargo build --release && cargo bench --bench ws_idle`. Environment:
+//! `cargo build --release --bin gateway --example bare_pingora && cargo bench --bench ws_idle`. Environment:
 //! `WS_CONNECTIONS` (default 9,000: the client and the echo upstream run in this process
 //! and need two descriptors per connection, the gateway two as well, under the machine's
 //! 20,000-descriptor limit), `WS_MESSAGES` (default 2,000 relayed for the latency),
@@ -160,28 +160,50 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // Latency: the same messages directly and through the gateway.
+    // Latency: the same messages directly, through the gateway, and (when built) through
+    // bare Pingora, which shows what Pingora's own relay adds.
     if env("WS_SKIP_LATENCY", 0) == 0 && messages > 0 {
-        let (mut direct, _) = tokio_tungstenite::connect_async(format!("ws://{up}/ws"))
-            .await
-            .unwrap();
-        let (mut via, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
-            .await
-            .unwrap();
-        round_trips(&mut direct, 200).await;
-        round_trips(&mut via, 200).await;
-        let d = round_trips(&mut direct, messages).await;
-        let g = round_trips(&mut via, messages).await;
-        println!(
-        "round trip of one message, {messages} in a row: direct p50 {:?} p99 {:?}; through the gateway p50 {:?} p99 {:?}; added at p50 {:?}",
-        pct(&d, 0.5),
-        pct(&d, 0.99),
-        pct(&g, 0.5),
-        pct(&g, 0.99),
-        pct(&g, 0.5).saturating_sub(pct(&d, 0.5))
-    );
-        drop(direct);
-        drop(via);
+        let bare_bin = root.join("target/release/examples/bare_pingora");
+        let bare = (bench && bare_bin.exists()).then(|| {
+            let bare_port = free_port();
+            let child = Command::new(&bare_bin)
+                .args([format!("127.0.0.1:{bare_port}"), up.to_string(), "2".into()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            (Killed(child), bare_port)
+        });
+        let mut urls = vec![("direct", format!("ws://{up}/ws"))];
+        urls.push(("through the gateway", format!("ws://127.0.0.1:{port}/ws")));
+        if let Some((_, bare_port)) = &bare {
+            urls.push((
+                "through bare Pingora",
+                format!("ws://127.0.0.1:{bare_port}/ws"),
+            ));
+        }
+        let mut p50 = Vec::new();
+        for (name, url) in &urls {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut ws = loop {
+                match tokio_tungstenite::connect_async(url.as_str()).await {
+                    Ok((ws, _)) => break ws,
+                    Err(e) => assert!(Instant::now() < deadline, "{name}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            round_trips(&mut ws, 200).await;
+            let t = round_trips(&mut ws, messages).await;
+            let added = p50
+                .first()
+                .map_or(Duration::ZERO, |d| pct(&t, 0.5).saturating_sub(*d));
+            p50.push(pct(&t, 0.5));
+            println!(
+                "round trip of one message, {messages} in a row, {name}: p50 {:?} p99 {:?} (added at p50 {added:?})",
+                pct(&t, 0.5),
+                pct(&t, 0.99),
+            );
+        }
     }
 
     // Memory: N idle WebSockets held open through the gateway.

@@ -44,6 +44,24 @@ enum Command {
         #[arg(short, long, default_value = "gateway.yaml")]
         config: PathBuf,
     },
+    /// Open a WebSocket (ws://) or read server-sent events (http://) through the gateway,
+    /// printing one line per message or event.
+    Stream {
+        /// ws://host:port/path or http://host:port/path
+        url: String,
+        /// A header for the opening request, `Name: value`; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// A WebSocket text message to send; repeatable, sent in order.
+        #[arg(long)]
+        send: Vec<String>,
+        /// Stop after this many messages or events (WebSocket default: one per --send).
+        #[arg(long)]
+        count: Option<usize>,
+        /// Give up after this long, such as 30s.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+    },
     /// Mint a signed JWT for local testing from a provider configured with a static key.
     Token(Box<TokenArgs>),
     /// Sign a webhook body as a sender would, with a verifier's first secret: prints the
@@ -119,6 +137,19 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("gateway webhook-sign: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Stream {
+            url,
+            headers,
+            send,
+            count,
+            timeout,
+        } => match stream(url, headers, send, count, &timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway stream: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -278,4 +309,27 @@ fn token(
         private_key,
     };
     gateway::auth::mint::mint(p, &opts)
+}
+
+fn stream(
+    url: String,
+    headers: Vec<String>,
+    send: Vec<String>,
+    count: Option<usize>,
+    timeout: &str,
+) -> Result<(), String> {
+    let timeout = humantime::parse_duration(timeout).map_err(|e| format!("--timeout: {e}"))?;
+    let opts = gateway::demo::client::Options {
+        url,
+        headers,
+        send,
+        count,
+        timeout,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(gateway::demo::client::run(opts, &mut std::io::stdout()))
+        .map_err(|e| e.to_string())
 }

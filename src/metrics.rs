@@ -68,6 +68,10 @@ metric!(STREAMS_CLOSED: IntCounterVec = register_int_counter_vec!(
     "gateway_streams_closed_total",
     "WebSockets and event streams that ended, by route and reason (closed, idle, client, upstream, error).",
     &["route", "reason"]));
+metric!(STREAM_BYTES: IntCounterVec = register_int_counter_vec!(
+    "gateway_stream_bytes_total",
+    "Bytes carried by WebSockets and event streams, by route and direction (from_client, to_client).",
+    &["route", "direction"]));
 metric!(CACHE_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "gateway_cache_requests_total",
     "Requests on routes with a cache, by route and result (HIT, MISS, STALE, BYPASS).",

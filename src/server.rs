@@ -203,6 +203,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         for svc in demo::services() {
             server.add_service(svc);
         }
+        server.add_service(demo::live_service());
     }
     server.add_service(background_service("jwks", JwksService::new(store.clone())));
     server.add_service(background_service(

@@ -121,6 +121,22 @@ pub fn traceparent(cx: &Context) -> String {
 }
 
 /// Ends `cx`'s span with an HTTP status (0: no answer) and an error when there is one.
+/// A WebSocket or event stream ended: the request's span (which lasted as long as the
+/// stream) says how, and what it carried each way.
+pub fn stream_ended(cx: &Context, reason: &'static str, from_client: u64, to_client: u64) {
+    let span = cx.span();
+    span.set_attribute(KeyValue::new("gateway.stream.end", reason));
+    let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    span.set_attribute(KeyValue::new(
+        "gateway.stream.bytes_from_client",
+        bytes(from_client),
+    ));
+    span.set_attribute(KeyValue::new(
+        "gateway.stream.bytes_to_client",
+        bytes(to_client),
+    ));
+}
+
 pub fn end(cx: &Context, status: u16, error: Option<String>) {
     let span = cx.span();
     if status > 0 {

@@ -1,5 +1,5 @@
 //! `gateway demo` with the repository's own gateway.yaml and policies/: the README
-//! walkthrough, request by request. Uses the demo's fixed ports (8080, 9901, 9001, 9002).
+//! walkthrough, request by request. Uses the demo's fixed ports (8080, 9901, 9001, 9002, 9003).
 
 // Test code: a failed unwrap is a failed run, as in a unit test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -420,6 +420,48 @@ async fn readme_walkthrough() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_signature");
 
+    // Streams with the binary's own client, as the walkthrough runs them.
+    let stream = |args: &[&str]| {
+        let out = Command::new(common::bin())
+            .arg("stream")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, out, err) = stream(&[
+        "ws://localhost:8080/v1/live/echo",
+        "-H",
+        "X-API-Key: demo-acme-key",
+        "--send",
+        "hello",
+        "--send",
+        "world",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "hello\nworld\n");
+    let (ok, out, err) = stream(&["ws://localhost:8080/v1/live/echo", "--send", "hello"]);
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("401") && err.contains("unauthorized"), "{err}");
+    let started = Instant::now();
+    let (ok, out, err) = stream(&["http://localhost:8080/v1/live/ticker?count=3"]);
+    assert!(ok, "{err}");
+    let ticks: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l.strip_prefix("tick ").unwrap()).unwrap())
+        .collect();
+    assert_eq!(ticks.len(), 3, "{out}");
+    for (i, t) in ticks.iter().enumerate() {
+        assert_eq!(t["n"], i + 1);
+        assert_eq!(t["of"], 3);
+    }
+    // One a second: the three events took two pauses.
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+
     // HTTPS with HTTP/2 on the demo-only certificate.
     let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/certs/demo-ca.pem")).unwrap();
     let tls = reqwest::Client::builder()
@@ -454,4 +496,9 @@ async fn readme_walkthrough() {
         .await
         .unwrap();
     assert!(m.contains("gateway_requests_total{method=\"GET\",route=\"get-user\",status=\"200\"}"));
+    assert!(
+        m.contains("gateway_streams_closed_total{reason=\"closed\",route=\"live-ticker\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("gateway_stream_bytes_total{direction=\"from_client\",route=\"live-echo\"}"));
 }

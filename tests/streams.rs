@@ -95,6 +95,12 @@ routes:
     auth: none
     upstream: up
     response: {{ compression: {{ min_size: 1B }} }}
+  - name: small
+    match: {{ path: /small/ws }}
+    auth: none
+    upstream: up
+    rewrite: {{ strip_prefix: /small }}
+    request: {{ max_body: 1KiB }}
 {extra_route}"#
     )
 }
@@ -172,6 +178,59 @@ async fn say_binary(ws: &mut Ws, data: &[u8]) -> Vec<u8> {
     match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
         Ok(Some(Ok(Message::Binary(b)))) => b.to_vec(),
         other => panic!("no binary echo: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_bytes_are_counted_not_held_to_max_body_and_traced() {
+    let (endpoint, spans) = common::collector::start().await;
+    let up = upstream(100).await;
+    let extra = format!("tracing: {{ otlp_endpoint: \"{endpoint}\", export_interval: 200ms }}\n");
+    let gw = Gateway::start_in(ConfigDir::new(&extra, &[("p.yaml", &policy(up, ""))]), &[]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&gw, "/small/ws"))
+        .await
+        .unwrap();
+    // Eight frames of 1,000 bytes: 8 KB through a route whose bodies stop at 1 KiB. The
+    // limit is for request bodies; frames after an upgrade are not one.
+    for i in 0..8u8 {
+        let data = vec![i; 1000];
+        assert_eq!(say_binary(&mut ws, &data).await, data, "frame {i}");
+    }
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let m = gw
+        .metrics_when(|m| metric(m, "gateway_open_streams", &[("route", "small")]) == 0.0)
+        .await;
+    let bytes = |direction| {
+        metric(
+            &m,
+            "gateway_stream_bytes_total",
+            &[("route", "small"), ("direction", direction)],
+        )
+    };
+    // Each frame is 1,000 bytes plus its header (and the client's mask): counted as carried.
+    assert!((8000.0..8200.0).contains(&bytes("from_client")), "{m}");
+    assert!((8000.0..8200.0).contains(&bytes("to_client")), "{m}");
+    let line = gw.wait_log(|l| l["route"] == "small").await;
+    assert_eq!(line["status"], 101, "{line}");
+    assert_eq!(line["stream_end"], "closed", "{line}");
+    let received = line["bytes_received"].as_u64().unwrap();
+    let sent = line["bytes_sent"].as_u64().unwrap();
+    assert!((8000..8200).contains(&received), "{line}");
+    assert!((8000..8200).contains(&sent), "{line}");
+    assert_eq!(received as f64, bytes("from_client"), "{line}");
+    // The request's span lasts as long as the stream and says how it ended.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = spans.lock().unwrap().concat();
+        if common::collector::contains(&all, b"gateway.stream.end")
+            && common::collector::contains(&all, b"gateway.stream.bytes_to_client")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stream span exported");
+        drop(all);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

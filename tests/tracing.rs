@@ -8,32 +8,12 @@
 
 mod common;
 
+use common::collector::{self, contains};
 use common::{client, ConfigDir, Gateway, Upstream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
-
-/// A fake collector: keeps the body of every POST to /v1/traces.
-async fn collector() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let b = bodies.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let b = b.clone();
-            async move {
-                b.lock().unwrap().push(body.to_vec());
-                ""
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/v1/traces"), bodies)
-}
 
 fn policy(up: &Upstream) -> String {
     format!(
@@ -42,13 +22,9 @@ fn policy(up: &Upstream) -> String {
     )
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_and_continue_the_clients_trace() {
-    let (endpoint, bodies) = collector().await;
+    let (endpoint, bodies) = collector::start().await;
     let up = Upstream::start("up").await;
     let extra = format!("tracing: {{ otlp_endpoint: \"{endpoint}\", export_interval: 200ms }}\n");
     let gw = Gateway::start(&extra, &[("p.yaml", &policy(&up))]).await;

@@ -1,28 +1,57 @@
 //! The end of every request: its metrics and one access-log line.
 
 use super::ctx::Ctx;
+use super::stream::Closed;
 use pingora_proxy::Session;
 
-pub fn finish(session: &Session, ctx: &Ctx, status: u16) {
-    let route = ctx.route_name();
-    let method = &session.req_header().method;
+/// One access-log line: the common fields, then any the caller adds.
+macro_rules! access {
+    ($session:expr, $ctx:expr, $status:expr, $elapsed:expr, $($extra:tt)*) => {
+        tracing::info!(
+            target: "access",
+            request_id = $ctx.request_id(),
+            route = $ctx.route_name(),
+            // The method as sent (bounded by the head limit); only metric labels must not
+            // carry client-chosen text.
+            method = $session.req_header().method.as_str(),
+            path = $session.req_header().uri.path(),
+            status = $status,
+            duration_ms = $elapsed.as_secs_f64() * 1000.0,
+            upstream = $ctx.upstream_name().unwrap_or(""),
+            upstream_target = %$ctx.tries.target.as_ref().map(ToString::to_string).unwrap_or_default(),
+            client_ip = $ctx.client.ip.map(|i| i.to_string()).unwrap_or_default(),
+            $($extra)*
+        )
+    };
+}
+
+pub fn finish(session: &Session, ctx: &Ctx, status: u16, stream: Option<&Closed>) {
     let elapsed = ctx.ids.started.elapsed();
     let handles = ctx.route().map_or(&ctx.snapshot.unmatched, |r| &r.metrics);
-    handles.record(method, status, elapsed.as_secs_f64());
-    // The log line keeps the method as sent (bounded by the head limit); only metric
-    // labels must not carry client-chosen text.
-    let method = method.as_str();
-    tracing::info!(
-        target: "access",
-        request_id = ctx.request_id(),
-        route,
-        method,
-        path = session.req_header().uri.path(),
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        upstream = ctx.upstream_name().unwrap_or(""),
-        upstream_target = %ctx.tries.target.as_ref().map(ToString::to_string).unwrap_or_default(),
-        bytes_sent = session.body_bytes_sent(),
-        client_ip = ctx.client.ip.map(|i| i.to_string()).unwrap_or_default(),
-    );
+    handles.record(&session.req_header().method, status, elapsed.as_secs_f64());
+    let received = ctx
+        .body
+        .held
+        .as_ref()
+        .map_or(ctx.body.read, |b| b.len() as u64);
+    match stream {
+        None => access!(
+            session,
+            ctx,
+            status,
+            elapsed,
+            bytes_sent = session.body_bytes_sent(),
+            bytes_received = received,
+        ),
+        // A stream's line is written when it ends: what it carried each way, and why.
+        Some(s) => access!(
+            session,
+            ctx,
+            status,
+            elapsed,
+            bytes_sent = s.to_client,
+            bytes_received = s.from_client,
+            stream_end = s.reason,
+        ),
+    }
 }

@@ -234,7 +234,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(b) = body {
-            admit::count_body(ctx, b.len()).map_err(refusal)?;
+            match &mut ctx.stream {
+                // Frames after an upgrade: stream bytes, not a body held to `max_body`.
+                Some(open) => open.from_client(b.len()),
+                None => admit::count_body(ctx, b.len()).map_err(refusal)?,
+            }
         }
         if ctx.mirror.is_some() {
             traffic::mirror_body(session, ctx, body.as_ref(), end_of_stream);
@@ -305,6 +309,9 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if let (Some(open), Some(b)) = (&mut ctx.stream, body.as_ref()) {
+            open.to_client(b.len());
+        }
         if ctx.reshape.is_some() {
             reshape::body(session.req_header(), body, end_of_stream, ctx);
         }
@@ -371,7 +378,15 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         peer::finish(ctx);
         peer::end_span(ctx, 0, None);
+        let stream = if ctx.stream.is_some() {
+            stream::closed(ctx, e)
+        } else {
+            None
+        };
         if let Some(cx) = ctx.trace.request.take() {
+            if let Some(s) = &stream {
+                crate::telemetry::stream_ended(&cx, s.reason, s.from_client, s.to_client);
+            }
             let error =
                 e.map(|e| gateway_error(e).map_or_else(|| e.to_string(), |g| g.to_string()));
             crate::telemetry::end(&cx, status, error);
@@ -379,11 +394,8 @@ impl ProxyHttp for Gateway {
         if ctx.after.pending() {
             after::finish(ctx, status, e.is_none()).await;
         }
-        if ctx.stream.is_some() {
-            stream::closed(ctx, e);
-        }
         if session.subrequest_ctx.is_none() {
-            log::finish(session, ctx, status);
+            log::finish(session, ctx, status, stream.as_ref());
         } else {
             // A cache's background refresh: not a client's request, not counted as one.
             tracing::debug!(

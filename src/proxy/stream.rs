@@ -3,13 +3,17 @@
 //! that is quiet for a while, so a stream request reads under the route's
 //! `timeouts.idle` instead (default 5 min). An open stream is counted in
 //! `gateway_open_streams{route}` until it ends, and its end in
-//! `gateway_streams_closed_total{route, reason}` and `gateway_stream_duration_seconds`.
+//! `gateway_streams_closed_total{route, reason}` and `gateway_stream_duration_seconds`;
+//! the bytes it carries in `gateway_stream_bytes_total{route, direction}` as they pass.
 //! A stream keeps the policy generation it started under: a reload never closes it.
+//! Once upgraded, the frames a client sends are stream bytes, not a request body: the
+//! route's `max_body` no longer applies to them.
 
 use super::ctx::Ctx;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
+use prometheus::IntCounter;
 use std::time::Instant;
 
 /// A WebSocket (any `Upgrade`) or an event stream (`Accept: text/event-stream`).
@@ -48,6 +52,12 @@ pub fn peer_options(peer: &mut HttpPeer, ctx: &Ctx) {
 pub struct Open {
     route: std::sync::Arc<str>,
     started: Instant,
+    /// Bytes from the client (frames after the upgrade) and to it, so far.
+    from_client: u64,
+    to_client: u64,
+    // Resolved once: a stream's pieces are counted without a label lookup each.
+    from_client_total: IntCounter,
+    to_client_total: IntCounter,
 }
 
 impl Open {
@@ -55,10 +65,28 @@ impl Open {
         crate::metrics::OPEN_STREAMS
             .with_label_values(&[&route])
             .inc();
+        let bytes =
+            |direction| crate::metrics::STREAM_BYTES.with_label_values(&[&*route, direction]);
         Open {
+            from_client_total: bytes("from_client"),
+            to_client_total: bytes("to_client"),
             route,
             started: Instant::now(),
+            from_client: 0,
+            to_client: 0,
         }
+    }
+
+    /// A piece the client sent through the stream.
+    pub fn from_client(&mut self, n: usize) {
+        self.from_client += n as u64;
+        self.from_client_total.inc_by(n as u64);
+    }
+
+    /// A piece the upstream sent through the stream.
+    pub fn to_client(&mut self, n: usize) {
+        self.to_client += n as u64;
+        self.to_client_total.inc_by(n as u64);
     }
 }
 
@@ -96,12 +124,17 @@ fn reason(e: Option<&Error>) -> &'static str {
     }
 }
 
+/// How a stream ended, for the access log and the request's span.
+pub struct Closed {
+    pub reason: &'static str,
+    pub from_client: u64,
+    pub to_client: u64,
+}
+
 /// `logging`: the stream is over; its duration and how it ended are counted.
 #[inline(never)]
-pub fn closed(ctx: &mut Ctx, e: Option<&Error>) {
-    let Some(open) = ctx.stream.take() else {
-        return;
-    };
+pub fn closed(ctx: &Ctx, e: Option<&Error>) -> Option<Closed> {
+    let open = ctx.stream.as_ref()?;
     let why = reason(e);
     crate::metrics::STREAM_DURATION
         .with_label_values(&[&open.route])
@@ -109,5 +142,9 @@ pub fn closed(ctx: &mut Ctx, e: Option<&Error>) {
     crate::metrics::STREAMS_CLOSED
         .with_label_values(&[&open.route, why])
         .inc();
-    tracing::info!(route = %open.route, reason = why, seconds = open.started.elapsed().as_secs_f64(), "stream closed");
+    Some(Closed {
+        reason: why,
+        from_client: open.from_client,
+        to_client: open.to_client,
+    })
 }

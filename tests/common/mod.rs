@@ -2,6 +2,7 @@
 //! HTTP servers (axum) started by the test, a temporary configuration directory.
 #![allow(dead_code, unused_imports)]
 
+pub mod collector;
 pub mod reply;
 pub mod upstream;
 

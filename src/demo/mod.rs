@@ -1,5 +1,9 @@
 //! Demo upstream services built into the binary, for `gateway demo`: a users service and
-//! an orders service on loopback, each with slow, failing and echo endpoints.
+//! an orders service on loopback, each with slow, failing and echo endpoints, and a live
+//! service with a WebSocket echo and an event ticker ([`live`]).
+
+pub mod client;
+pub mod live;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -185,6 +189,13 @@ impl ServeHttp for DemoService {
             }
         }
     }
+}
+
+/// The live service (WebSocket echo, event ticker), ready to add to a server.
+pub fn live_service() -> Service<live::Live> {
+    let mut svc = Service::new("demo live".to_string(), live::Live);
+    svc.add_tcp(live::ADDR);
+    svc
 }
 
 /// The demo services, ready to add to a server.
