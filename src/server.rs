@@ -10,6 +10,7 @@ use crate::runtime::reload::ReloadService;
 use crate::runtime::Store;
 use crate::{demo, logging, metrics};
 use async_trait::async_trait;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
@@ -184,7 +185,14 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         );
         match store.tls.listeners.iter().find(|t| t.name == l.name) {
             Some(tls) => svc.add_tls_with_settings(&l.bind.to_string(), None, tls_settings(tls)?),
-            None => svc.add_tcp(&l.bind.to_string()),
+            // No read buffer under plain HTTP: Pingora reads heads and bodies into buffers
+            // of its own, so the 64 KiB one it puts in front of every accepted socket only
+            // helps TLS (16 KiB records). Each open connection, idle WebSockets included,
+            // keeps 64 KiB less.
+            None => svc.add_listener(
+                ListenerConfig::tcp(l.bind.to_string())
+                    .l4_buffer(L4BufferSettings::default().read(0)),
+            ),
         }
         server.add_service(svc);
     }
