@@ -1,6 +1,6 @@
 //! gRPC through the real `gateway` binary, with a real tonic server and client (messages
-//! derived by hand with prost, no protoc): an h2c listener, an `h2c` upstream, unary and
-//! server-streaming calls with their trailers, and each gateway refusal as a gRPC status
+//! derived by hand with prost, no protoc): an h2c listener, an `h2c` upstream, unary,
+//! server-streaming and bidirectional calls with their trailers, and each gateway refusal as a gRPC status
 //! the client reads (UNIMPLEMENTED, UNAUTHENTICATED, PERMISSION_DENIED,
 //! RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED).
 
@@ -29,7 +29,8 @@ struct Ping {
 
 const KEY: &str = "test-only-grpc-key";
 
-/// `test.Echo`: `Say` (echoes; sleeps `count` ms first), `Count` (streams `count` pings).
+/// `test.Echo`: `Say` (echoes; sleeps `count` ms first), `Count` (streams `count` pings),
+/// `Chat` (bidirectional: echoes each message of the client's stream as it arrives).
 #[derive(Clone)]
 struct Echo;
 
@@ -83,6 +84,20 @@ impl tower::Service<http::Request<tonic::body::Body>> for Echo {
                         Ok::<_, Status>(tonic::Response::new(pings))
                     });
                     grpc.server_streaming(count, req).await
+                }
+                "/test.Echo/Chat" => {
+                    // Bidirectional: one answer per message, as each arrives.
+                    let chat =
+                        tower::service_fn(|r: tonic::Request<tonic::Streaming<Ping>>| async move {
+                            let answers = r.into_inner().map(|m| {
+                                m.map(|p| Ping {
+                                    text: format!("echo:{}", p.text),
+                                    count: p.count,
+                                })
+                            });
+                            Ok::<_, Status>(tonic::Response::new(answers))
+                        });
+                    grpc.streaming(chat, req).await
                 }
                 _ => Status::unimplemented("no such method").into_http(),
             })
@@ -247,6 +262,49 @@ async fn unary_and_streaming_calls_pass_with_their_trailers() {
     assert_eq!(got, ["tick 0", "tick 1", "tick 2", "tick 3", "tick 4"]);
     // The trailers arrived (grpc-status 0), or the stream would have ended in an error.
     assert!(stream.trailers().await.unwrap().is_some());
+
+    // Bidirectional streaming: each answer comes back before the next message is sent,
+    // so neither direction is buffered to its end by the gateway.
+    let mut grpc = client(&gw).await;
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Ping>(1);
+    let outgoing =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+    let resp = grpc.streaming(
+        tonic::Request::new(outgoing),
+        PathAndQuery::from_static("/test.Echo/Chat"),
+        ProstCodec::<Ping, Ping>::default(),
+    );
+    tx.send(Ping {
+        text: "one".into(),
+        count: 1,
+    })
+    .await
+    .unwrap();
+    let mut answers = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("the call opens while the client's stream is still open")
+        .unwrap()
+        .into_inner();
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        if i > 0 {
+            tx.send(Ping {
+                text: (*text).into(),
+                count: i as u32 + 1,
+            })
+            .await
+            .unwrap();
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(5), answers.next())
+            .await
+            .expect("the answer to this message before the next is sent")
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.text, format!("echo:{text}"));
+    }
+    drop(tx);
+    assert!(answers.next().await.is_none());
+    assert!(answers.trailers().await.unwrap().is_some());
 
     // HTTP/1.1 clients still work on the h2c listener (and get JSON errors).
     let r = common::client()
