@@ -14,18 +14,26 @@ use std::sync::Arc;
 pub struct Admin {
     store: Arc<Store>,
     ready: Arc<AtomicBool>,
+    /// The console's live per-route figures.
+    live: Arc<crate::console::stats::Live>,
     /// SHA-256 of the admin token, when one is configured.
     token: Option<[u8; 32]>,
 }
 
 impl Admin {
-    pub fn new(store: Arc<Store>, ready: Arc<AtomicBool>, token: Option<String>) -> Admin {
+    pub fn new(
+        store: Arc<Store>,
+        ready: Arc<AtomicBool>,
+        live: Arc<crate::console::stats::Live>,
+        token: Option<String>,
+    ) -> Admin {
         let token = token
             .filter(|t| !t.is_empty())
             .map(|t| Sha256::digest(t.as_bytes()).into());
         Admin {
             store,
             ready,
+            live,
             token,
         }
     }
@@ -87,7 +95,9 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
-        let open = matches!(path.as_str(), "/healthz" | "/readyz");
+        // The console page itself carries no data: it loads without the token and asks
+        // for it.
+        let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/");
         if !open && !self.authorized(session) {
             let mut r = json(
                 StatusCode::UNAUTHORIZED,
@@ -117,6 +127,29 @@ impl ServeHttp for Admin {
                 metrics::render().into_bytes(),
             ),
             (Method::GET, "/config") => json(StatusCode::OK, self.store.describe()),
+            (Method::GET, "/openapi.json") => json(
+                StatusCode::OK,
+                crate::openapi::export::document(&self.store.load(), self.store.gateway()),
+            ),
+            (Method::GET, "/") => {
+                let mut r = respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    crate::console::PAGE.as_bytes().to_vec(),
+                );
+                // Everything the page needs is inline; nothing else may load or frame it.
+                r.headers_mut().insert(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
+                    ),
+                );
+                r
+            }
+            (Method::GET, "/console/state") => json(
+                StatusCode::OK,
+                crate::console::state(&self.store, &self.live),
+            ),
             (Method::POST, "/reload") => {
                 let store = self.store.clone();
                 match tokio::task::spawn_blocking(move || store.reload(true)).await {
@@ -146,12 +179,14 @@ impl ServeHttp for Admin {
                     json!({"error": {"status": 400, "code": "invalid_purge", "message": message}}),
                 ),
             },
-            (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload" | "/cache/purge") => {
-                json(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    json!({"error": {"status": 405, "code": "method_not_allowed", "message": "method not allowed"}}),
-                )
-            }
+            (
+                _,
+                "/" | "/console/state" | "/healthz" | "/readyz" | "/metrics" | "/config"
+                | "/reload" | "/cache/purge" | "/openapi.json",
+            ) => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": {"status": 405, "code": "method_not_allowed", "message": "method not allowed"}}),
+            ),
             _ => json(
                 StatusCode::NOT_FOUND,
                 json!({"error": {"status": 404, "code": "not_found", "message": "no such admin endpoint"}}),

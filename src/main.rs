@@ -64,6 +64,9 @@ enum Command {
     },
     /// Mint a signed JWT for local testing from a provider configured with a static key.
     Token(Box<TokenArgs>),
+    /// OpenAPI documents and the routes.
+    #[command(subcommand)]
+    Openapi(OpenapiCommand),
     /// Sign a webhook body as a sender would, with a verifier's first secret: prints the
     /// headers as curl arguments (`-H name:value ...`).
     WebhookSign {
@@ -81,6 +84,21 @@ enum Command {
         /// The body, exactly as it will be sent (read from stdin when absent).
         body: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum OpenapiCommand {
+    /// Print the routes as an OpenAPI 3.1 document (what `GET /openapi.json` on the admin
+    /// port answers for this configuration).
+    Export {
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+        /// Write the document here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Write routes (and request schema files) from an OpenAPI 3.0/3.1 document.
+    Import(gateway::openapi::import::Args),
 }
 
 #[derive(clap::Args)]
@@ -197,6 +215,10 @@ fn main() -> ExitCode {
             println!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
             ExitCode::SUCCESS
         }
+        Command::Openapi(OpenapiCommand::Export { config, output }) => {
+            gateway::openapi::export_cli::main(&config, output.as_deref())
+        }
+        Command::Openapi(OpenapiCommand::Import(args)) => gateway::openapi::import::main(&args),
         Command::Token(args) => match token(*args) {
             Ok(t) => {
                 println!("{t}");

@@ -132,6 +132,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     }
 
     let mut addrs: Vec<SocketAddr> = gw.file.listeners.iter().map(|l| l.bind).collect();
+    let live = Arc::new(crate::console::stats::Live::default());
     if let Some(a) = &gw.file.admin {
         addrs.push(a.bind);
     }
@@ -202,7 +203,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         let token = a.token_env.as_ref().and_then(|v| std::env::var(v).ok());
         let mut svc = Service::new(
             "admin".to_string(),
-            Admin::new(store.clone(), ready.clone(), token),
+            Admin::new(store.clone(), ready.clone(), live.clone(), token),
         );
         svc.add_tcp(&a.bind.to_string());
         server.add_service(svc);
@@ -212,6 +213,12 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             server.add_service(svc);
         }
         server.add_service(demo::live_service());
+    }
+    if gw.file.admin.is_some() {
+        server.add_service(background_service(
+            "console figures",
+            crate::console::stats::Sampler(live),
+        ));
     }
     server.add_service(background_service("jwks", JwksService::new(store.clone())));
     server.add_service(background_service(

@@ -311,6 +311,18 @@ pub enum AuthMethod {
     Webhook(String),
 }
 
+/// As written in `auth:` (the inverse of `FromStr`).
+impl std::fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthMethod::Jwt(p) => write!(f, "jwt:{p}"),
+            AuthMethod::ApiKey => f.write_str("api_key"),
+            AuthMethod::ClientCert => f.write_str("client_cert"),
+            AuthMethod::Webhook(v) => write!(f, "webhook:{v}"),
+        }
+    }
+}
+
 impl std::str::FromStr for AuthMethod {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

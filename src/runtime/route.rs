@@ -244,6 +244,8 @@ pub(super) fn compile_route(
                 .as_ref()
                 .map_or(std::time::Duration::from_secs(300), |t| t.idle.0),
             metrics: crate::metrics::RouteMetrics::new(&def.name),
+            summary: Arc::new(crate::console::summary::RouteSummary::of(def)),
+            written: Arc::new(crate::openapi::facts::RouteFacts::of(src, def)),
             stages: Vec::new(),
         },
     })

@@ -101,6 +101,11 @@ pub struct Route {
     pub cache: Option<crate::cache::RouteCache>,
     /// Request count and duration handles, resolved once.
     pub metrics: RouteMetrics,
+    /// The route as written (path template, match, auth order, schema JSON), for the
+    /// OpenAPI export and the console; never read by the request path.
+    pub written: Arc<crate::openapi::facts::RouteFacts>,
+    /// What else the console shows of it (limits, target, features).
+    pub summary: Arc<crate::console::summary::RouteSummary>,
     /// The stages its requests pass, in order: only those of the features it uses.
     pub stages: Vec<Stage>,
 }

@@ -132,6 +132,16 @@ impl Breaker {
         }
     }
 
+    /// `closed`, `half_open` or `open`, as `gateway_circuit_state` counts them (for the
+    /// console).
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => "closed",
+            HALF_OPEN => "half_open",
+            _ => "open",
+        }
+    }
+
     /// Whether the breaker would let a request through, without taking the probe slot.
     pub fn is_open(&self) -> bool {
         self.state.load(Ordering::Acquire) != CLOSED

@@ -160,6 +160,24 @@ impl Upstream {
         self.targets.store(Arc::new(Targets { breakers, single }));
     }
 
+    /// Each target of the current set: its address, whether the balancer counts it
+    /// healthy, and its breaker's state (`none` without one). For the console.
+    pub fn target_states(&self) -> Vec<(String, bool, &'static str)> {
+        let backends = self.balancer.backends();
+        let targets = self.targets.load();
+        backends
+            .get_backend()
+            .iter()
+            .map(|b| {
+                let circuit = targets
+                    .breakers
+                    .get(&b.addr)
+                    .map_or("none", |k| k.state_name());
+                (b.addr.to_string(), backends.ready(b), circuit)
+            })
+            .collect()
+    }
+
     /// The addresses of the current target set.
     pub fn addresses(&self) -> Vec<Addr> {
         self.balancer
