@@ -110,6 +110,7 @@ fn bench_redis(c: &mut Criterion) {
     let redis = Redis::start();
     let cfg = RedisStore {
         url: format!("redis://127.0.0.1:{}", redis.1),
+        cluster: None,
         timeout: gateway::config::values::Dur(Duration::from_secs(1)),
         on_error: OnStoreError::Deny,
         pool: 1,

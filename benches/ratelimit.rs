@@ -99,6 +99,7 @@ fn bench_redis(c: &mut Criterion) {
     let redis = Redis::start();
     let cfg = RedisStore {
         url: format!("redis://127.0.0.1:{}", redis.1),
+        cluster: None,
         timeout: Dur(Duration::from_secs(1)),
         on_error: OnStoreError::Deny,
         pool: 1,
@@ -118,14 +119,14 @@ fn bench_redis(c: &mut Criterion) {
     g.bench_function("one limit, one round trip", |b| {
         b.iter(|| {
             i = (i + 7919) % ks.len();
-            rt.block_on(backend.check(&[(&a, &ks[i])]))
+            rt.block_on(backend.check(&[(&a, &ks[i])], &[]))
                 .expect("redis answers")
         })
     });
     g.bench_function("two limits, one round trip", |b| {
         b.iter(|| {
             i = (i + 7919) % ks.len();
-            rt.block_on(backend.check(&[(&a, &ks[i]), (&b2, "c:acme")]))
+            rt.block_on(backend.check(&[(&a, &ks[i]), (&b2, "c:acme")], &[]))
                 .expect("redis answers")
         })
     });

@@ -71,6 +71,18 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
     respond(status, "application/json", v.to_string().into_bytes())
 }
 
+/// The consumer id of `/consumers/{id}/usage` (percent-decoded).
+fn consumer_usage(path: &str) -> Option<String> {
+    let id = path.strip_prefix("/consumers/")?.strip_suffix("/usage")?;
+    if id.is_empty() || id.contains('/') {
+        return None;
+    }
+    let id = percent_encoding::percent_decode_str(id)
+        .decode_utf8()
+        .ok()?;
+    Some(id.into_owned())
+}
+
 /// Admin request bodies are small JSON documents.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
@@ -127,6 +139,11 @@ impl ServeHttp for Admin {
                 metrics::render().into_bytes(),
             ),
             (Method::GET, "/config") => json(StatusCode::OK, self.store.describe()),
+            (Method::GET, p) if consumer_usage(p).is_some() => {
+                let id = consumer_usage(p).unwrap_or_default();
+                let (status, body) = crate::ratelimit::usage::report(&self.store.load(), &id).await;
+                json(status, body)
+            }
             (Method::GET, "/openapi.json") => json(
                 StatusCode::OK,
                 crate::openapi::export::document(&self.store.load(), self.store.gateway()),

@@ -39,6 +39,8 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("too many requests: retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
+    #[error("the consumer's quota is used up: it resets in {retry_after} s")]
+    QuotaExceeded { retry_after: u64 },
     #[error("the rate-limit store is unavailable")]
     RateLimitUnavailable,
     #[error("the required call {call:?} failed: {reason}")]
@@ -97,6 +99,7 @@ impl GatewayError {
             Forbidden { .. } | AddressForbidden => (StatusCode::FORBIDDEN, "forbidden"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             RateLimitUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "rate_limit_unavailable"),
             BadGateway | CallFailed { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             UpstreamUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
@@ -163,7 +166,8 @@ impl GatewayError {
                     headers.push((http::header::WWW_AUTHENTICATE, v));
                 }
             }
-            GatewayError::RateLimited { retry_after } => {
+            GatewayError::RateLimited { retry_after }
+            | GatewayError::QuotaExceeded { retry_after } => {
                 headers.push((http::header::RETRY_AFTER, HeaderValue::from(*retry_after)));
             }
             GatewayError::IdempotencyKeyInFlight | GatewayError::WebhookInFlight => {

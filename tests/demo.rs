@@ -176,6 +176,19 @@ async fn readme_walkthrough() {
         "20",
         "acme's plan: bursts of 20"
     );
+    // Its calendar quotas: the day's (10,000) is the closest to running out.
+    assert_eq!(r.headers()["x-quota-limit"], "10000");
+    let usage: Value = c
+        .get(format!("{ADMIN}/consumers/acme/usage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["quotas"][0]["per"], "day");
+    assert!(usage["quotas"][0]["used"].as_u64().unwrap() >= 1, "{usage}");
+    assert_eq!(usage["quotas"][1]["limit"], 200000);
 
     // The backend-for-frontend demo route: four calls, one of them after another.
     let token = Command::new(common::bin())

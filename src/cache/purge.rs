@@ -99,7 +99,8 @@ fn apply(purge: &Purge) -> usize {
     super::storage().purge_route(&purge.route, purge.path.as_deref())
 }
 
-/// Listens for other replicas' purges (Redis store only), reconnecting until stopped.
+/// Listens for other replicas' purges (Redis store only), reconnecting until stopped. With
+/// Redis Cluster, through one node: a PUBLISH on any node reaches every node's subscribers.
 pub struct PurgeService {
     store: Arc<Store>,
 }
@@ -126,6 +127,8 @@ impl BackgroundService for PurgeService {
                     if let Err(e) = ended {
                         tracing::warn!(error = %e, "cache purge subscription lost; reconnecting");
                     }
+                    // In a cluster, the next attempt goes to the next node of the list.
+                    pool.subscription_failed();
                 }
             }
             tokio::select! {

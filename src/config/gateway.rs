@@ -167,7 +167,14 @@ pub enum StoreBackend {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisStore {
+    /// `redis://host:port[/db]` for one server, or `redis+cluster://host:port,host:port/` for
+    /// a Redis Cluster (see `crate::state::redis_cluster`). Empty when `cluster` is used.
+    #[serde(default)]
     pub url: String,
+    /// Redis Cluster seed nodes (`host:port`, any reachable master or replica will do: the
+    /// rest of the cluster is discovered); instead of `url`.
+    #[serde(default)]
+    pub cluster: Option<Vec<String>>,
     /// For the whole rate-limit decision of one request, connection waits included.
     #[serde(default = "default_redis_timeout")]
     pub timeout: Dur,

@@ -213,6 +213,23 @@ pub struct ClientCertDef {
 pub struct PlanDef {
     #[serde(default)]
     pub rate_limits: Vec<LimitDef>,
+    /// Requests per UTC calendar day or month.
+    #[serde(default)]
+    pub quotas: Vec<QuotaDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaDef {
+    pub requests: u64,
+    pub per: QuotaPeriod,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaPeriod {
+    Day,
+    Month,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -65,6 +65,8 @@ pub struct Ctx {
     pub identity: Option<Identity>,
     /// The rate-limit headers of this request's response, once decided.
     pub rate: Option<RateHeaders>,
+    /// The `X-Quota-*` headers of the request's quota decision, once made.
+    pub quota: Option<crate::ratelimit::quota::QuotaHeaders>,
     pub body: Body,
     pub tries: Tries,
     pub trace: Trace,
@@ -103,6 +105,7 @@ impl Ctx {
             params: Vec::new(),
             identity: None,
             rate: None,
+            quota: None,
             body: Body::default(),
             tries: Tries::default(),
             trace: Trace::default(),

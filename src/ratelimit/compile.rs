@@ -3,9 +3,10 @@
 //! generation's limit is reused as it is.
 
 use super::memory::MemLimit;
+use super::quota::{MemQuota, Quota};
 use super::{Backend, Limit, LimitSet, Spec};
 use crate::config::gateway::{RateLimitStore, StoreBackend};
-use crate::config::policy::{LimitDef, RouteDef};
+use crate::config::policy::{LimitDef, QuotaDef, QuotaPeriod, RouteDef};
 use crate::config::values::ClientKey;
 use crate::config::{GatewayConfig, PolicySet, PolicySource, Problems};
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ pub struct RateLimits {
     /// Every limit of the generation, by name: swept by the memory backend, reused by the
     /// next generation.
     pub limits: HashMap<String, Arc<Limit>>,
+    /// The memory backend's quota counts, one table per period, kept across reloads.
+    pub quota_counts: HashMap<QuotaPeriod, Arc<MemQuota>>,
 }
 
 /// The store's settings from gateway.yaml: `store`, or its older name.
@@ -88,6 +91,7 @@ pub struct Builder<'a> {
     prev: Option<&'a RateLimits>,
     limits: HashMap<String, Arc<Limit>>,
     plans: HashMap<String, Arc<LimitSet>>,
+    quota_counts: HashMap<QuotaPeriod, Arc<MemQuota>>,
 }
 
 fn key_label(key: &ClientKey) -> String {
@@ -131,6 +135,7 @@ fn spec(src: &PolicySource, at: &str, def: &LimitDef, p: &mut Problems) -> Optio
 impl<'a> Builder<'a> {
     pub fn new(backend: Arc<Backend>, prev: Option<&'a RateLimits>) -> Self {
         Builder {
+            quota_counts: prev.map(|r| r.quota_counts.clone()).unwrap_or_default(),
             backend,
             prev,
             limits: HashMap::new(),
@@ -178,7 +183,58 @@ impl<'a> Builder<'a> {
             self.limits.insert(name, limit.clone());
             limits.push(limit);
         }
-        Arc::new(LimitSet { key, limits })
+        Arc::new(LimitSet {
+            key,
+            limits,
+            quotas: Vec::new(),
+        })
+    }
+
+    /// A plan's quotas: at most one per period, each of at least one request.
+    fn quotas(
+        &mut self,
+        src: &PolicySource,
+        at: &str,
+        defs: &[QuotaDef],
+        p: &mut Problems,
+    ) -> Vec<Arc<Quota>> {
+        let mut out: Vec<Arc<Quota>> = Vec::new();
+        for (i, def) in defs.iter().enumerate() {
+            let at = format!("{at}.{i}");
+            if def.requests == 0 {
+                p.push(src.problem(
+                    &format!("{at}.requests"),
+                    "a quota allows at least 1 request".to_string(),
+                ));
+                continue;
+            }
+            if out.iter().any(|q| q.per == def.per) {
+                p.push(src.problem(
+                    &format!("{at}.per"),
+                    "a plan has at most one quota per period (day, month)".to_string(),
+                ));
+                continue;
+            }
+            let memory = match &*self.backend {
+                Backend::Memory(m) => {
+                    let max = m.max_keys;
+                    Some(
+                        self.quota_counts
+                            .entry(def.per)
+                            .or_insert_with(|| Arc::new(MemQuota::new(max)))
+                            .clone(),
+                    )
+                }
+                Backend::Redis(_) => None,
+            };
+            out.push(Arc::new(Quota {
+                requests: def.requests,
+                per: def.per,
+                name: Quota::name_of(def.per),
+                memory,
+            }));
+        }
+        out
     }
 
     /// Every plan of the set; a name defined twice is an error naming both files.
@@ -196,8 +252,21 @@ impl<'a> Builder<'a> {
                     continue;
                 }
                 let owner = format!("plan:{name}");
-                let at = format!("{at}.rate_limits");
-                let s = self.set(src, &at, &owner, ClientKey::Consumer, &def.rate_limits, p);
+                let limits_at = format!("{at}.rate_limits");
+                let limits = self.set(
+                    src,
+                    &limits_at,
+                    &owner,
+                    ClientKey::Consumer,
+                    &def.rate_limits,
+                    p,
+                );
+                let quotas = self.quotas(src, &format!("{at}.quotas"), &def.quotas, p);
+                let s = Arc::new(LimitSet {
+                    key: limits.key.clone(),
+                    limits: limits.limits.clone(),
+                    quotas,
+                });
                 self.plans.insert(name.clone(), s);
             }
         }
@@ -214,7 +283,7 @@ impl<'a> Builder<'a> {
             for (id, def) in &src.file.consumers {
                 let Some(plan) = &def.plan else { continue };
                 match self.plans.get(plan) {
-                    Some(s) if !s.limits.is_empty() => {
+                    Some(s) if !s.limits.is_empty() || !s.quotas.is_empty() => {
                         out.insert(id.clone(), s.clone());
                     }
                     Some(_) => {}
@@ -262,6 +331,7 @@ impl<'a> Builder<'a> {
             backend: self.backend,
             consumer_plans,
             limits: self.limits,
+            quota_counts: self.quota_counts,
         }
     }
 }

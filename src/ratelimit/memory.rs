@@ -6,6 +6,7 @@
 //! and keys that are 128-bit hashes of the client key (so a long header value costs no more
 //! memory than an IP address).
 
+use super::quota::{MemQuota, Quota as CalendarQuota, QuotaVerdict, Window};
 use super::{Limit, Spec, Verdict};
 use crate::metrics;
 use dashmap::mapref::entry::Entry;
@@ -230,26 +231,66 @@ fn lock(i: usize) -> MutexGuard<'static, ()> {
 
 /// Checks every limit, then commits all of them only if every one admits.
 pub fn check(items: &[(&Limit, &str)]) -> Vec<Verdict> {
+    check_with(items, &[], std::time::SystemTime::now()).0
+}
+
+/// Checks every limit and quota, then commits all of them only if every one admits.
+pub fn check_with(
+    items: &[(&Limit, &str)],
+    quotas: &[(&CalendarQuota, &str)],
+    now: std::time::SystemTime,
+) -> (Vec<Verdict>, Vec<QuotaVerdict>) {
     let keyed: Vec<(&MemLimit, u128)> = items
         .iter()
         .filter_map(|(l, k)| l.memory.as_ref().map(|m| (m, key_hash(k))))
         .collect();
+    let counted: Vec<(&CalendarQuota, &MemQuota, u128, Window)> = quotas
+        .iter()
+        .filter_map(|(q, k)| {
+            let m = q.memory.as_deref()?;
+            Some((*q, m, key_hash(k), Window::of(q.per, now)))
+        })
+        .collect();
     let mut stripes: Vec<usize> = keyed
         .iter()
-        .map(|(_, h)| (*h % STRIPES as u128) as usize)
+        .map(|(_, h)| h)
+        .chain(counted.iter().map(|(_, _, h, _)| h))
+        .map(|h| (*h % STRIPES as u128) as usize)
         .collect();
     stripes.sort_unstable();
     stripes.dedup();
     let _guards: Vec<_> = stripes.into_iter().map(lock).collect();
-    if let [(m, h)] = keyed.as_slice() {
-        return vec![m.verdict(*h, false)];
+    if let ([(m, h)], []) = (keyed.as_slice(), counted.as_slice()) {
+        return (vec![m.verdict(*h, false)], Vec::new());
     }
     let peeked: Vec<Verdict> = keyed.iter().map(|(m, h)| m.verdict(*h, true)).collect();
-    if peeked.iter().all(|v| v.admitted) {
-        keyed.iter().map(|(m, h)| m.verdict(*h, false)).collect()
-    } else {
-        peeked
+    let seen: Vec<QuotaVerdict> = counted
+        .iter()
+        .map(|(q, m, h, w)| {
+            let used = m.used(*h, w);
+            QuotaVerdict {
+                admitted: used < q.requests,
+                limit: q.requests,
+                used,
+                until_reset: w.until_reset(now),
+            }
+        })
+        .collect();
+    if !(peeked.iter().all(|v| v.admitted) && seen.iter().all(|v| v.admitted)) {
+        return (peeked, seen);
     }
+    let verdicts = keyed.iter().map(|(m, h)| m.verdict(*h, false)).collect();
+    for (_, m, h, w) in &counted {
+        m.add(*h, w);
+    }
+    let seen = seen
+        .into_iter()
+        .map(|v| QuotaVerdict {
+            used: v.used + 1,
+            ..v
+        })
+        .collect();
+    (verdicts, seen)
 }
 
 #[cfg(test)]

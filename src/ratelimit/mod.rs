@@ -4,13 +4,16 @@
 //! admits `burst` requests at once, then one more every `per / requests`. The limits that apply
 //! to a request (its consumer's plan, keyed by consumer, and its route's, keyed by consumer,
 //! client address or a header) are checked together and committed only if all admit, so a
-//! refused request consumes nothing. State lives in memory ([`memory`], on governor's keyed
+//! refused request consumes nothing. A plan's calendar quotas ([`quota`]) are checked in
+//! the same call and counted only when everything admits. State lives in memory ([`memory`], on governor's keyed
 //! limiters) or in Redis ([`redis`], one Lua script per request), shared by every replica.
 
 pub mod compile;
 pub mod memory;
+pub mod quota;
 pub mod redis;
 pub mod sweep;
+pub mod usage;
 
 use crate::config::gateway::OnStoreError;
 use crate::config::values::ClientKey;
@@ -47,6 +50,22 @@ pub struct Limit {
 pub struct LimitSet {
     pub key: ClientKey,
     pub limits: Vec<Arc<Limit>>,
+    /// A plan's calendar quotas (keyed by consumer, as its limits).
+    pub quotas: Vec<Arc<quota::Quota>>,
+}
+
+/// What the store said about one request: its rate limits' decision and its quotas'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub rate: Option<Decision>,
+    pub quota: Option<quota::QuotaDecision>,
+}
+
+impl Outcome {
+    /// Admitted by every limit and every quota (then all of them counted it).
+    pub fn admitted(&self) -> bool {
+        self.rate.is_none_or(|d| d.admitted) && self.quota.is_none_or(|q| q.admitted)
+    }
 }
 
 /// What one limit says about one request.
@@ -132,14 +151,49 @@ impl Backend {
         }
     }
 
-    /// Checks `items` (a limit and the client key it is applied to) together: all admit
-    /// and are committed, or none is.
-    pub async fn check(&self, items: &[(&Limit, &str)]) -> Result<Option<Decision>, StoreError> {
-        let verdicts = match self {
-            Backend::Memory(_) => memory::check(items),
-            Backend::Redis(r) => r.check(items).await?,
+    /// Checks `items` (a limit and the client key it is applied to) and `quotas` together:
+    /// all admit and are counted, or none is.
+    pub async fn check(
+        &self,
+        items: &[(&Limit, &str)],
+        quotas: &[(&quota::Quota, &str)],
+    ) -> Result<Outcome, StoreError> {
+        let now = std::time::SystemTime::now();
+        let (verdicts, counted) = match self {
+            Backend::Memory(_) => memory::check_with(items, quotas, now),
+            Backend::Redis(r) => r.check_with(items, quotas, now).await?,
         };
-        Ok(decide(items, &verdicts))
+        Ok(Outcome {
+            rate: decide(items, &verdicts),
+            quota: quota::decide(&counted),
+        })
+    }
+
+    /// What each quota has counted for `key` in the current period (the admin usage
+    /// endpoint): nothing is counted by asking.
+    pub async fn usage(
+        &self,
+        quotas: &[Arc<quota::Quota>],
+        key: &str,
+    ) -> Result<Vec<(quota::Window, u64)>, StoreError> {
+        let now = std::time::SystemTime::now();
+        let windows: Vec<quota::Window> = quotas
+            .iter()
+            .map(|q| quota::Window::of(q.per, now))
+            .collect();
+        let used = match self {
+            Backend::Memory(_) => quotas
+                .iter()
+                .zip(&windows)
+                .map(|(q, w)| {
+                    q.memory
+                        .as_ref()
+                        .map_or(0, |m| m.used(memory::key_hash(key), w))
+                })
+                .collect(),
+            Backend::Redis(r) => r.quota_counts(quotas, &windows, key).await?,
+        };
+        Ok(windows.into_iter().zip(used).collect())
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod redis_cluster;
 
 use crate::config::gateway::OnStoreError;
 use bytes::Bytes;

@@ -6,6 +6,7 @@ use crate::config::gateway::OnStoreError;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::proxy::ctx::Ctx;
+use crate::ratelimit::quota::Quota;
 use crate::ratelimit::Limit;
 use crate::runtime::Route;
 use pingora_http::ResponseHeader;
@@ -41,34 +42,40 @@ pub async fn run(
     if sets.iter().all(Option::is_none) {
         return Ok(Flow::Next);
     }
-    let keys: Vec<(&[std::sync::Arc<Limit>], String)> = sets
+    let keys: Vec<(&crate::ratelimit::LimitSet, String)> = sets
         .iter()
         .flatten()
-        .map(|s| {
-            (
-                s.limits.as_slice(),
-                crate::proxy::client::rate_key(&s.key, req, ctx),
-            )
-        })
+        .map(|s| (&***s, crate::proxy::client::rate_key(&s.key, req, ctx)))
         .collect();
     let items: Vec<(&Limit, &str)> = keys
         .iter()
-        .flat_map(|(limits, key)| limits.iter().map(move |l| (&**l, key.as_str())))
+        .flat_map(|(s, key)| s.limits.iter().map(move |l| (&**l, key.as_str())))
+        .collect();
+    let quotas: Vec<(&Quota, &str)> = keys
+        .iter()
+        .flat_map(|(s, key)| s.quotas.iter().map(move |q| (&**q, key.as_str())))
         .collect();
     let backend = &snapshot.rate.backend;
-    match backend.check(&items).await {
-        Ok(None) => Ok(Flow::Next),
-        Ok(Some(d)) => {
-            ctx.rate = Some(d.headers);
-            if d.admitted {
+    match backend.check(&items, &quotas).await {
+        Ok(outcome) => {
+            ctx.rate = outcome.rate.map(|d| d.headers);
+            ctx.quota = outcome.quota.map(|q| q.headers);
+            if outcome.admitted() {
                 return Ok(Flow::Next);
             }
             metrics::RATE_LIMITED
                 .with_label_values(&[&route.name])
                 .inc();
-            Err(GatewayError::RateLimited {
-                retry_after: d.retry_after,
-            })
+            // A used-up quota outlasts any rate limit: it is the answer the client needs.
+            match (outcome.quota, outcome.rate) {
+                (Some(q), _) if !q.admitted => Err(GatewayError::QuotaExceeded {
+                    retry_after: q.retry_after,
+                }),
+                (_, Some(d)) => Err(GatewayError::RateLimited {
+                    retry_after: d.retry_after,
+                }),
+                _ => Ok(Flow::Next),
+            }
         }
         Err(e) => {
             metrics::RATE_LIMIT_STORE_ERRORS
@@ -83,11 +90,17 @@ pub async fn run(
     }
 }
 
-/// Adds the `RateLimit-*` headers of the request's decision, if one was made.
+/// Adds the `RateLimit-*` and `X-Quota-*` headers of the request's decision, if one was
+/// made.
 pub fn add_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     if let Some(h) = ctx.rate {
         let _ = resp.insert_header("ratelimit-limit", h.limit);
         let _ = resp.insert_header("ratelimit-remaining", h.remaining);
         let _ = resp.insert_header("ratelimit-reset", h.reset);
+    }
+    if let Some(q) = ctx.quota {
+        let _ = resp.insert_header("x-quota-limit", q.limit);
+        let _ = resp.insert_header("x-quota-remaining", q.remaining);
+        let _ = resp.insert_header("x-quota-reset", q.reset);
     }
 }
