@@ -139,6 +139,18 @@ impl ServeHttp for Admin {
                 metrics::render().into_bytes(),
             ),
             (Method::GET, "/config") => json(StatusCode::OK, self.store.describe()),
+            (ref m, p) if p == "/deliveries" || p.starts_with("/deliveries/") => {
+                let snapshot = self.store.load();
+                let q = session.req_header().uri.query().map(str::to_string);
+                let queue = snapshot.state.queue.clone();
+                match crate::deliver::admin::handle(&*queue, m, p, q.as_deref()).await {
+                    Some((status, body)) => json(status, body),
+                    None => json(
+                        StatusCode::NOT_FOUND,
+                        json!({"error": {"status": 404, "code": "not_found", "message": "no such admin endpoint"}}),
+                    ),
+                }
+            }
             (Method::GET, p) if consumer_usage(p).is_some() => {
                 let id = consumer_usage(p).unwrap_or_default();
                 let (status, body) = crate::ratelimit::usage::report(&self.store.load(), &id).await;

@@ -63,6 +63,8 @@ pub enum GatewayError {
     WebhookInFlight,
     #[error("the shared store is unavailable")]
     StoreUnavailable,
+    #[error("the delivery queue is full")]
+    QueueFull,
     #[error("internal error")]
     Internal,
 }
@@ -110,6 +112,7 @@ impl GatewayError {
             InvalidSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             WebhookInFlight => (StatusCode::CONFLICT, "webhook_in_flight"),
             StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            QueueFull => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod conn;
 pub mod console;
 pub mod cors;
+pub mod deliver;
 pub mod demo;
 pub mod error;
 pub mod idempotency;

@@ -72,6 +72,18 @@ metric!(STREAM_BYTES: IntCounterVec = register_int_counter_vec!(
     "gateway_stream_bytes_total",
     "Bytes carried by WebSockets and event streams, by route and direction (from_client, to_client).",
     &["route", "direction"]));
+metric!(DELIVERIES: IntCounterVec = register_int_counter_vec!(
+    "gateway_deliveries_total",
+    "Delivery attempts' outcomes, by route (delivered, retried, dead).",
+    &["route", "outcome"]));
+metric!(DELIVERY_QUEUE_DEPTH: IntGaugeVec = register_int_gauge_vec!(
+    "gateway_delivery_queue_depth",
+    "Messages of a deliver route not yet delivered or dead (the shared queue).",
+    &["route"]));
+metric!(DELIVERY_DEAD: IntGaugeVec = register_int_gauge_vec!(
+    "gateway_delivery_dead",
+    "Dead letters of a deliver route (the shared queue).",
+    &["route"]));
 metric!(CACHE_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "gateway_cache_requests_total",
     "Requests on routes with a cache, by route and result (HIT, MISS, STALE, BYPASS).",

@@ -220,6 +220,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             crate::console::stats::Sampler(live),
         ));
     }
+    server.add_service(background_service(
+        "delivery workers",
+        crate::deliver::worker::Workers::new(store.clone()),
+    ));
     server.add_service(background_service("jwks", JwksService::new(store.clone())));
     server.add_service(background_service(
         "health checks",

@@ -54,7 +54,7 @@ fn tracer() -> Option<&'static SdkTracer> {
 }
 
 /// The remote parent named by a well-formed `traceparent` (version 00).
-fn remote_parent(traceparent: &str) -> Context {
+pub fn remote_parent(traceparent: &str) -> Context {
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     let parts: Vec<&str> = traceparent.split('-').collect();
     let parsed = match parts.as_slice() {

@@ -1533,7 +1533,7 @@ fn check_refuses_bad_aggregates() {
             &["{ name: a, upstream: users, path: /a }"],
         ),
         "name: agg",
-        &["exactly one of `upstream` and `aggregate`"],
+        &["exactly one of `upstream`, `aggregate` and `deliver`"],
     );
     assert_check_problem(&check_policy("", &[]), "calls: []", &["at least one call"]);
 }

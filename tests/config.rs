@@ -580,7 +580,7 @@ fn route_with_both_upstream_and_aggregate() {
         "name: both",
         &[
             "route \"both\"",
-            "exactly one of `upstream` and `aggregate`",
+            "exactly one of `upstream`, `aggregate` and `deliver`",
         ],
     );
 }
@@ -596,7 +596,7 @@ fn route_with_neither_upstream_nor_aggregate() {
         "name: neither",
         &[
             "route \"neither\"",
-            "exactly one of `upstream` and `aggregate`",
+            "exactly one of `upstream`, `aggregate` and `deliver`",
         ],
     );
     assert_eq!(problem_count(&out), 1, "{out}");

@@ -433,6 +433,87 @@ async fn readme_walkthrough() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_signature");
 
+    // Asynchronous delivery: an order accepted (202), then delivered by the workers; a
+    // signed event refused by the partner's closed inbox (dead), replayed once it opens.
+    let accepted: Value = c
+        .post(format!("{GW}/v1/orders/async"))
+        .header("x-api-key", "demo-acme-key")
+        .header("content-type", "application/json")
+        .body(r#"{"sku":"ABC-1234","quantity":2,"email":"a@example.com"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(accepted["status"], "queued", "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let delivery = |id: String| {
+        let c = c.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let v: Value = c
+                    .get(format!("{ADMIN}/deliveries/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if v["status"] == "delivered" || v["status"] == "dead" {
+                    return v;
+                }
+                assert!(Instant::now() < deadline, "still {v}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(delivery(id).await["status"], "delivered");
+    let event: Value = c
+        .post(format!("{GW}/v1/events"))
+        .header("x-api-key", "demo-acme-key")
+        .body(r#"{"event":"order.shipped"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ev = event["id"].as_str().unwrap().to_string();
+    let dead = delivery(ev.clone()).await;
+    assert_eq!(dead["status"], "dead", "{dead}");
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("409"),
+        "{dead}"
+    );
+    let list: Value = c
+        .get(format!("{ADMIN}/deliveries?status=dead"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["id"] == ev.as_str()));
+    let opened = c
+        .post("http://127.0.0.1:9002/inbox/open")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    let retried = c
+        .post(format!("{ADMIN}/deliveries/{ev}/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    assert_eq!(delivery(ev).await["status"], "delivered");
+
     // Streams with the binary's own client, as the walkthrough runs them.
     let stream = |args: &[&str]| {
         let out = Command::new(common::bin())

@@ -174,3 +174,72 @@ fn default_algorithms() -> Vec<String> {
 fn default_min_size() -> Size {
     Size(1024)
 }
+
+/// `deliver`: the route queues each request and answers 202; workers deliver it later.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverDef {
+    pub upstream: String,
+    #[serde(default)]
+    pub retries: DeliverRetriesDef,
+    /// Each attempt's limit.
+    #[serde(default = "default_deliver_timeout")]
+    pub timeout: Dur,
+    /// Messages of the route not yet delivered or dead, across all replicas.
+    #[serde(default = "default_max_queued")]
+    pub max_queued: u64,
+    #[serde(default)]
+    pub sign: Option<DeliverSignDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverRetriesDef {
+    /// Attempts in all, the first included.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// The first wait; each later one doubles, up to `max_backoff`, with full jitter.
+    #[serde(default = "default_backoff")]
+    pub backoff: Dur,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Dur,
+}
+
+impl Default for DeliverRetriesDef {
+    fn default() -> Self {
+        DeliverRetriesDef {
+            attempts: default_attempts(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+/// Signs every attempt as a webhook sender (Standard Webhooks).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverSignDef {
+    pub scheme: String,
+    /// The variable holding the secret (`whsec_...`).
+    pub secret_env: String,
+}
+
+fn default_deliver_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+fn default_max_queued() -> u64 {
+    100_000
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+
+fn default_backoff() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+fn default_max_backoff() -> Dur {
+    Dur(Duration::from_secs(300))
+}

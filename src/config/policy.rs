@@ -293,6 +293,9 @@ pub struct RouteDef {
     /// Also accept gRPC-Web (binary) from browsers, bridged to gRPC for the upstream.
     #[serde(default)]
     pub grpc_web: bool,
+    /// Instead of `upstream`: queue the request, answer 202, deliver it later.
+    #[serde(default)]
+    pub deliver: Option<super::integration::DeliverDef>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -11,6 +11,7 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::services::listening::Service;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where the demo services listen; `policies/` points its upstreams here.
@@ -29,6 +30,9 @@ pub fn default_webhook_secret() {
         std::env::set_var(WEBHOOK_SECRET_ENV, WEBHOOK_SECRET_DEMO);
     }
 }
+
+/// Whether `/inbox` takes events (see the delivery walkthrough).
+static INBOX_OPEN: AtomicBool = AtomicBool::new(false);
 
 /// Longest delay `/slow` accepts.
 const MAX_SLOW_MS: u64 = 30_000;
@@ -178,6 +182,23 @@ impl ServeHttp for DemoService {
                     StatusCode::OK,
                     json!({"slept_ms": ms, "service": self.name}),
                 )
+            }
+            // For the delivery walkthrough: a partner inbox that refuses events (409,
+            // a permanent failure: the delivery is dead at once) until it is opened.
+            ["inbox"] if INBOX_OPEN.load(Ordering::Relaxed) => {
+                let v = self.echo(session).await;
+                json_response(
+                    StatusCode::OK,
+                    json!({"received": v["body"], "service": self.name}),
+                )
+            }
+            ["inbox"] => json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "the inbox is closed: POST /inbox/open on this service", "service": self.name}),
+            ),
+            ["inbox", "open"] => {
+                INBOX_OPEN.store(true, Ordering::Relaxed);
+                json_response(StatusCode::OK, json!({"inbox": "open"}))
             }
             ["fail"] => json_response(
                 StatusCode::INTERNAL_SERVER_ERROR,

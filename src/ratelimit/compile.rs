@@ -59,6 +59,7 @@ pub fn backend(
                 kv: kv_memory(),
                 on_error: crate::config::gateway::OnStoreError::Allow,
                 prefix: String::new(),
+                queue: Arc::new(crate::deliver::memory::MemoryQueue::default()),
             },
             Backend::Memory(memory),
         )),
@@ -78,6 +79,10 @@ pub fn backend(
                 kv: crate::state::Kv::Redis(pool.clone()),
                 on_error: r.on_error,
                 prefix: r.prefix.clone(),
+                queue: Arc::new(crate::deliver::redis::RedisQueue::new(
+                    pool.clone(),
+                    &r.prefix,
+                )),
             };
             let rl = super::redis::RedisBackend::new(pool, r);
             Ok((shared, Backend::Redis(Box::new(rl))))

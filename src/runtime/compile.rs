@@ -200,6 +200,8 @@ fn stages(route: &Route, plans: bool) -> Vec<Stage> {
         || route.request_transform.is_some();
     if route.aggregate.is_some() {
         stages.push(Stage::Aggregate);
+    } else if route.deliver.is_some() {
+        stages.push(Stage::Deliver);
     } else if holds_body {
         stages.push(Stage::Relay);
     }

@@ -62,19 +62,19 @@ pub(super) fn compile_route(
             "the method list is empty; leave it out to allow any method".into(),
         );
     }
-    let upstream = match (&def.upstream, &def.aggregate) {
-        (Some(u), None) => match upstreams.get(u) {
+    let upstream = match (&def.upstream, &def.aggregate, &def.deliver) {
+        (Some(u), None, None) => match upstreams.get(u) {
             Some(up) => Some(up.clone()),
             None => {
                 err(".upstream", format!("unknown upstream {u:?}"));
                 None
             }
         },
-        (None, Some(_)) => None,
+        (None, Some(_), None) | (None, None, Some(_)) => None,
         _ => {
             err(
                 "",
-                "a route has exactly one of `upstream` and `aggregate`".into(),
+                "a route has exactly one of `upstream`, `aggregate` and `deliver`".into(),
             );
             None
         }
@@ -207,7 +207,10 @@ pub(super) fn compile_route(
             ),
         }
     }
-    if !errs.is_empty() || matches!(aggregate, Some(None)) {
+    let deliver = def.deliver.as_ref().map(|d| {
+        crate::deliver::compile(src, &format!("{at}.deliver"), d, upstreams, p).map(Arc::new)
+    });
+    if !errs.is_empty() || matches!(aggregate, Some(None)) || matches!(deliver, Some(None)) {
         for (field, msg) in errs {
             p.push(src.problem(
                 &format!("{at}{field}"),
@@ -225,6 +228,7 @@ pub(super) fn compile_route(
             auth,
             upstream,
             aggregate: aggregate.flatten(),
+            deliver: deliver.flatten(),
             rewrite,
             set_headers,
             remove_headers,

@@ -64,6 +64,8 @@ pub enum Stage {
     Idempotency,
     /// Backend-for-frontend calls, answered by the gateway.
     Aggregate,
+    /// `deliver`: queued for the workers, answered 202 by the gateway.
+    Deliver,
     /// A validated body too large for Pingora to replay is sent by the gateway itself.
     Relay,
 }
@@ -73,9 +75,12 @@ pub enum Stage {
 pub struct Route {
     pub name: Arc<str>,
     pub auth: RouteAuth,
-    /// Where requests go: exactly one of `upstream` and `aggregate` is set.
+    /// Where requests go: at most one of `upstream` and `aggregate` is set (neither on a
+    /// `deliver` route, whose upstream is in `deliver`).
     pub upstream: Option<Arc<Upstream>>,
     pub aggregate: Option<Arc<Aggregate>>,
+    /// `deliver`: queued and answered 202; the workers send it to its upstream.
+    pub deliver: Option<Arc<crate::deliver::Deliver>>,
     pub rewrite: Rewrite,
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     pub remove_headers: Vec<HeaderName>,

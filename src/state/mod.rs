@@ -120,6 +120,8 @@ pub struct Shared {
     pub on_error: OnStoreError,
     /// The key prefix, so several gateways (or environments) can share one Redis.
     pub prefix: String,
+    /// The delivery queue of `deliver` routes (in the same store).
+    pub queue: std::sync::Arc<dyn crate::deliver::queue::Queue>,
 }
 
 impl Shared {

@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod authenticate;
 pub mod body;
+pub mod deliver;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod relay;
@@ -45,6 +46,7 @@ pub async fn run(
         Stage::Transform => transform::run(route, session, ctx).await,
         Stage::Idempotency => idempotency::run(route, session, ctx).await,
         Stage::Aggregate => aggregate::run(route, session, ctx).await,
+        Stage::Deliver => deliver::run(route, session, ctx).await,
         Stage::Relay => relay::run(route, session, ctx).await,
     }
 }
