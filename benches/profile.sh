@@ -13,12 +13,14 @@
 # requests, a dump (`callgrind_control -d`); the total divided by N is printed.
 #
 # Usage: benches/profile.sh            (needs valgrind, nginx, python3, curl)
-# Environment: N=2000 requests counted, WARM=200, SKIP_BUILD=1 (use the existing release
+# Environment: N=2000 requests counted, WARM=200, LOG_LEVEL=warn (info: with the access log), SKIP_BUILD=1 (use the existing release
 # binaries), KEEP=1 (keep the callgrind files for `callgrind_annotate --inclusive=yes FILE`).
 
 set -euo pipefail
 
 N=${N:-2000}
+# The access log: `warn` leaves it off (the floor comparison), `info` writes a line a request.
+LOG_LEVEL=${LOG_LEVEL:-warn}
 WARM=${WARM:-200}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GATEWAY="$ROOT/target/release/gateway"
@@ -93,7 +95,7 @@ admin:
   bind: 127.0.0.1:$ADMIN_PORT
 policies: policies/
 threads: 2
-log: { level: warn, format: json }
+log: { level: $LOG_LEVEL, format: json }
 shutdown_grace: 1s
 EOF
 sed "s/@UPSTREAM@/127.0.0.1:$UP_PORT/" "$ROOT/benches/fixtures/bench.yaml" >"$TMP/gw/policies/bench.yaml"

@@ -72,6 +72,9 @@ metric!(STREAM_BYTES: IntCounterVec = register_int_counter_vec!(
     "gateway_stream_bytes_total",
     "Bytes carried by WebSockets and event streams, by route and direction (from_client, to_client).",
     &["route", "direction"]));
+metric!(LOG_LINES_DROPPED: prometheus::IntCounter = prometheus::register_int_counter!(
+    "gateway_log_lines_dropped_total",
+    "Log lines (access lines included) dropped because the writer's buffer was full."));
 metric!(DELIVERIES: IntCounterVec = register_int_counter_vec!(
     "gateway_deliveries_total",
     "Delivery attempts' outcomes, by route (delivered, retried, dead).",
@@ -252,6 +255,12 @@ impl std::fmt::Debug for RouteMetrics {
 
 /// The Prometheus text exposition of every registered metric.
 pub fn render() -> String {
+    // The log writer counts what it had to drop; the counter catches up when scraped.
+    let dropped = crate::logging::dropped();
+    let counted = LOG_LINES_DROPPED.get();
+    if dropped > counted {
+        LOG_LINES_DROPPED.inc_by(dropped - counted);
+    }
     TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"))

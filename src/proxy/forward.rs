@@ -159,7 +159,7 @@ pub fn forwarded_for(
 
 /// Appends an address as text. IPv4 (nearly every client) is written octet by octet:
 /// `Display` goes through `core::fmt` and costs ~1,300 instructions a request here.
-fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
             let mut digits = itoa::Buffer::new();
