@@ -25,27 +25,15 @@
 // A bench program: a failed step is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{env, free_port, pct, Killed};
 use tokio_tungstenite::tungstenite::Message;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn echo_upstream() -> SocketAddr {
     use axum::extract::ws::{Message as M, WebSocket, WebSocketUpgrade};
@@ -65,14 +53,6 @@ async fn echo_upstream() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -99,10 +79,6 @@ async fn round_trips(ws: &mut Ws, n: usize) -> Vec<Duration> {
     }
     times.sort();
     times
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p) as usize]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

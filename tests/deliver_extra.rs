@@ -17,22 +17,7 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "whsec_dGVzdC1vbmx5LWRlbGl2ZXJ5LXNpZ25pbmcta2V5";
 
 async fn delivered(gw: &Gateway, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let v: Value = client()
-            .get(gw.admin_url(&format!("/deliveries/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "delivered" || v["status"] == "dead" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "still {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::delivery_outcome(&gw.admin_url(&format!("/deliveries/{id}"))).await
 }
 
 async fn submit(gw: &Gateway, headers: &[(&str, &str)]) -> String {

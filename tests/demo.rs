@@ -448,26 +448,8 @@ async fn readme_walkthrough() {
         .unwrap();
     assert_eq!(accepted["status"], "queued", "{accepted}");
     let id = accepted["id"].as_str().unwrap().to_string();
-    let delivery = |id: String| {
-        let c = c.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let v: Value = c
-                    .get(format!("{ADMIN}/deliveries/{id}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if v["status"] == "delivered" || v["status"] == "dead" {
-                    return v;
-                }
-                assert!(Instant::now() < deadline, "still {v}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    let delivery = |id: String| async move {
+        common::delivery_outcome(&format!("{ADMIN}/deliveries/{id}")).await
     };
     assert_eq!(delivery(id).await["status"], "delivered");
     let event: Value = c

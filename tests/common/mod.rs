@@ -357,3 +357,24 @@ pub fn samples<'a>(
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     samples(text, name, labels).sum()
 }
+
+/// Polls a delivery's status at `url` (the admin `/deliveries/{id}`) until it is
+/// delivered or dead, for at most 15 s.
+pub async fn delivery_outcome(url: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: serde_json::Value = client()
+            .get(url)
+            .send()
+            .await
+            .expect("the admin port answers")
+            .json()
+            .await
+            .expect("a JSON status");
+        if v["status"] == "delivered" || v["status"] == "dead" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "still {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
