@@ -78,11 +78,25 @@ fn fast_line(
             .uint("status", u64::from(status))
             .millis("duration_ms", elapsed)
             .str("upstream", ctx.upstream_name().unwrap_or(""))
-            .plain("upstream_target", |out| {
-                if let Some(t) = &ctx.tries.target {
-                    use std::fmt::Write as _;
-                    let _ = write!(out, "{t}");
+            .plain("upstream_target", |out| match &ctx.tries.target {
+                // An address without `core::fmt` (as the client address).
+                Some(crate::upstream::Addr::Inet(a)) => {
+                    let v6 = a.is_ipv6();
+                    if v6 {
+                        out.push('[');
+                    }
+                    crate::proxy::forward::push_ip(out, a.ip());
+                    if v6 {
+                        out.push(']');
+                    }
+                    out.push(':');
+                    out.push_str(itoa::Buffer::new().format(a.port()));
                 }
+                Some(other) => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "{other}");
+                }
+                None => {}
             })
             .plain("client_ip", |out| {
                 if let Some(ip) = ctx.client.ip {
