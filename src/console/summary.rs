@@ -49,7 +49,10 @@ impl RouteSummary {
                 t
             }
             (None, Some(a)) => format!("aggregate ({} calls)", a.calls.len()),
-            (None, None) => String::new(),
+            (None, None) => def
+                .deliver
+                .as_ref()
+                .map_or_else(String::new, |d| format!("{} (queued delivery)", d.upstream)),
         };
         let request = def.request.as_ref();
         let features = [
@@ -63,6 +66,10 @@ impl RouteSummary {
                 "ip rules",
             ),
             (def.grpc_web, "grpc_web"),
+            (
+                def.deliver.as_ref().is_some_and(|d| d.sign.is_some()),
+                "signed",
+            ),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -73,5 +80,30 @@ impl RouteSummary {
             target,
             features,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(yaml: &str) -> RouteSummary {
+        let def: RouteDef = serde_yaml::from_str(yaml).unwrap();
+        RouteSummary::of(&def)
+    }
+
+    #[test]
+    fn targets_and_limits_read_as_written() {
+        let r = route(
+            "{ name: a, match: { path: /a }, auth: none, upstream: users, split: [ { upstream: beta, weight: 20 } ], \
+             rate_limit: { key: client_ip, limits: [ { requests: 5, per: 1s } ] } }",
+        );
+        assert_eq!(r.target, "users 80%, beta 20%");
+        assert_eq!(r.limits, ["5/1s by client_ip"]);
+        let r = route(
+            "{ name: q, match: { path: /q }, auth: none, deliver: { upstream: orders, sign: { scheme: standard, secret_env: S } } }",
+        );
+        assert_eq!(r.target, "orders (queued delivery)");
+        assert_eq!(r.features, ["signed"]);
     }
 }
