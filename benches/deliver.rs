@@ -83,45 +83,15 @@ async fn main() {
     );
     let hits = Arc::new(AtomicUsize::new(0));
     let up = upstream(hits.clone()).await;
-    let (port, admin) = (free_port(), free_port());
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(
-        dir.path().join("gateway.yaml"),
-        format!(
-            "listeners:\n  - name: public\n    bind: 127.0.0.1:{port}\nadmin:\n  bind: 127.0.0.1:{admin}\npolicies: policies/\nthreads: 2\nlog: {{ level: warn }}\nstore:\n  backend: redis\n  redis: {{ url: \"redis://127.0.0.1:{redis_port}\", timeout: 1s }}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!(
-            "upstreams:\n  up: {{ targets: [\"{up}\"] }}\nroutes:\n  - {{ name: queued, match: {{ path: /queued }}, auth: none, deliver: {{ upstream: up, max_queued: 1000000 }} }}\n  - {{ name: proxied, match: {{ path: /proxied }}, auth: none, upstream: up }}\n"
-        ),
-    )
-    .unwrap();
-    let gw = Killed(
-        Command::new(&bin)
-            .args(["run", "-c"])
-            .arg(dir.path().join("gateway.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}")),
+    let store = format!(
+        "store:\n  backend: redis\n  redis: {{ url: \"redis://127.0.0.1:{redis_port}\", timeout: 1s }}\n"
     );
+    let policy = format!(
+        "upstreams:\n  up: {{ targets: [\"{up}\"] }}\nroutes:\n  - {{ name: queued, match: {{ path: /queued }}, auth: none, deliver: {{ upstream: up, max_queued: 1000000 }} }}\n  - {{ name: proxied, match: {{ path: /proxied }}, auth: none, upstream: up }}\n"
+    );
+    let gw = support::Gateway::start(&bin, &store, &policy, None).await;
+    let port = gw.port;
     let c = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !c
-        .get(format!("http://127.0.0.1:{admin}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // (1) Accepting: one request after another, 1 KiB each.
     let body = vec![b'x'; 1024];

@@ -97,44 +97,11 @@ async fn main() {
     };
     let bin = std::env::var("GATEWAY_BIN").unwrap_or(default_bin);
     let up = echo_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(
-        dir.path().join("gateway.yaml"),
-        format!(
-            "listeners:\n  - name: public\n    bind: 127.0.0.1:{port}\nadmin:\n  bind: 127.0.0.1:{admin}\npolicies: policies/\nthreads: 2\nlog: {{ level: warn }}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!("upstreams:\n  up: {{ targets: [\"{up}\"] }}\nroutes:\n  - name: ws\n    match: {{ path: /ws }}\n    auth: none\n    upstream: up\n"),
-    )
-    .unwrap();
-    let child = Command::new(&bin)
-        .args(["run", "-c"])
-        .arg(dir.path().join("gateway.yaml"))
-        .stdout(std::fs::File::create(std::env::temp_dir().join("ws_idle-gateway.log")).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (cargo build --release first)"));
-    let gw = Killed(child);
+    let policy = format!("upstreams:\n  up: {{ targets: [\"{up}\"] }}\nroutes:\n  - name: ws\n    match: {{ path: /ws }}\n    auth: none\n    upstream: up\n");
+    let log = std::env::temp_dir().join("ws_idle-gateway.log");
+    let gw = support::Gateway::start(&bin, "", &policy, Some(log)).await;
+    let (port, admin) = (gw.port, gw.admin);
     let client = reqwest::Client::new();
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client
-        .get(&ready)
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // Latency: the same messages directly, through the gateway, and (when built) through
     // bare Pingora, which shows what Pingora's own relay adds.
@@ -184,7 +151,7 @@ async fn main() {
 
     // Memory: N idle WebSockets held open through the gateway.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(gw.0.id());
+    let before = rss_kib(gw.process.0.id());
     let started = Instant::now();
     let mut held = Vec::with_capacity(n);
     let url = format!("ws://127.0.0.1:{port}/ws");
@@ -217,7 +184,7 @@ async fn main() {
     }
     let n = held.len();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(gw.0.id());
+    let after = rss_kib(gw.process.0.id());
     let metrics = client
         .get(format!("http://127.0.0.1:{admin}/metrics"))
         .send()

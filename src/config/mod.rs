@@ -5,6 +5,7 @@
 pub mod gateway;
 pub mod integration;
 pub mod locate;
+pub mod plans;
 pub mod policy;
 pub mod problem;
 pub mod traffic;

@@ -1,5 +1,6 @@
 //! Policy files (`policies/*.yaml`): upstreams, identity, plans and routes. Hot-reloaded.
 
+pub use super::plans::{LimitDef, PlanDef, QuotaDef, QuotaPeriod, RouteRateLimitDef};
 use super::values::{ClientKey, Dur, MethodName, Size};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -210,39 +211,6 @@ pub struct ClientCertDef {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct PlanDef {
-    #[serde(default)]
-    pub rate_limits: Vec<LimitDef>,
-    /// Requests per UTC calendar day or month.
-    #[serde(default)]
-    pub quotas: Vec<QuotaDef>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaDef {
-    pub requests: u64,
-    pub per: QuotaPeriod,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum QuotaPeriod {
-    Day,
-    Month,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LimitDef {
-    pub requests: u64,
-    pub per: Dur,
-    #[serde(default)]
-    pub burst: Option<u64>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct RouteDef {
     pub name: String,
     #[serde(rename = "match")]
@@ -393,18 +361,6 @@ impl<'de> Deserialize<'de> for AuthDef {
         }
         d.deserialize_any(V)
     }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RouteRateLimitDef {
-    #[serde(default = "consumer_key")]
-    pub key: ClientKey,
-    pub limits: Vec<LimitDef>,
-}
-
-fn consumer_key() -> ClientKey {
-    ClientKey::Consumer
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

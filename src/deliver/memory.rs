@@ -129,22 +129,13 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
-    async fn next(
-        &self,
-        worker: &str,
-        wait: Duration,
-        claim_after: Duration,
-    ) -> Result<Option<Lease>, QueueError> {
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let taken = self
-                .state()
-                .take(worker, now_ms(), claim_after.as_millis() as u64);
-            if taken.is_some() || tokio::time::Instant::now() >= until {
-                return Ok(taken);
-            }
-            tokio::time::sleep(POLL).await;
-        }
+    async fn take(&self, worker: &str, claim_after: Duration) -> Result<Option<Lease>, QueueError> {
+        let claim = claim_after.as_millis() as u64;
+        Ok(self.state().take(worker, now_ms(), claim))
+    }
+
+    fn poll_interval(&self) -> Duration {
+        POLL
     }
 
     async fn delivered(&self, lease: &Lease) -> Result<(), QueueError> {

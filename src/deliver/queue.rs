@@ -123,13 +123,35 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// The next message due for an attempt, leased to `worker` and marked delivering: a
     /// due retry, a new message, or one leased longer than `claim_after` by a worker that
-    /// did not finish it. Waits up to `wait` for one; `None` when none came.
+    /// did not finish it; `None` when there is none right now.
+    async fn take(
+        &self,
+        worker: &str,
+        claim_after: std::time::Duration,
+    ) -> Result<Option<Lease>, QueueError>;
+
+    /// How often a waiting [`Queue::next`] looks again.
+    fn poll_interval(&self) -> std::time::Duration;
+
+    /// As [`Queue::take`], waiting up to `wait` for a message to become due.
     async fn next(
         &self,
         worker: &str,
         wait: std::time::Duration,
         claim_after: std::time::Duration,
-    ) -> Result<Option<Lease>, QueueError>;
+    ) -> Result<Option<Lease>, QueueError> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(lease) = self.take(worker, claim_after).await? {
+                return Ok(Some(lease));
+            }
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            tokio::time::sleep(left.min(self.poll_interval())).await;
+        }
+    }
 
     /// The attempt succeeded: the message is delivered and leaves the queue.
     async fn delivered(&self, lease: &Lease) -> Result<(), QueueError>;

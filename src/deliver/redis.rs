@@ -199,29 +199,21 @@ impl Queue for RedisQueue {
         Ok(())
     }
 
-    async fn next(
-        &self,
-        worker: &str,
-        wait: Duration,
-        claim_after: Duration,
-    ) -> Result<Option<Lease>, QueueError> {
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some((token, attempt, data)) = self.take_grouped(worker, claim_after).await? {
-                let message: Message = serde_json::from_str(&data)
-                    .map_err(|e| QueueError::Failed(format!("stored message: {e}")))?;
-                return Ok(Some(Lease {
-                    message,
-                    attempt,
-                    token,
-                }));
-            }
-            let left = until.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            tokio::time::sleep(left.min(POLL)).await;
-        }
+    async fn take(&self, worker: &str, claim_after: Duration) -> Result<Option<Lease>, QueueError> {
+        let Some((token, attempt, data)) = self.take_grouped(worker, claim_after).await? else {
+            return Ok(None);
+        };
+        let message: Message = serde_json::from_str(&data)
+            .map_err(|e| QueueError::Failed(format!("stored message: {e}")))?;
+        Ok(Some(Lease {
+            message,
+            attempt,
+            token,
+        }))
+    }
+
+    fn poll_interval(&self) -> Duration {
+        POLL
     }
 
     async fn delivered(&self, lease: &Lease) -> Result<(), QueueError> {
