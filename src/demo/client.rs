@@ -145,3 +145,35 @@ async fn events(opts: &Options, out: &mut impl Write) -> Result<(), ClientError>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(url: &str, headers: &[&str]) -> Options {
+        Options {
+            url: url.into(),
+            headers: headers.iter().map(ToString::to_string).collect(),
+            send: vec!["hi".into()],
+            count: None,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_addresses_and_headers_are_clear_errors() {
+        let mut out = Vec::new();
+        let e = run(opts("ftp://x/", &[]), &mut out).await.unwrap_err();
+        assert!(matches!(e, ClientError::Scheme(_)), "{e}");
+        let e = run(opts("ws://127.0.0.1:1/x", &["no colon"]), &mut out)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Header(_)), "{e}");
+        // Nothing listens on port 1: a connection error, not a hang or a panic.
+        let e = run(opts("http://127.0.0.1:1/x", &[]), &mut out)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Connect(_)), "{e}");
+        assert!(out.is_empty());
+    }
+}
