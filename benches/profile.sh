@@ -14,7 +14,8 @@
 #
 # Usage: benches/profile.sh            (needs valgrind, nginx, python3, curl)
 # Environment: N=2000 requests counted, WARM=200, LOG_LEVEL=warn (info: with the access log), SKIP_BUILD=1 (use the existing release
-# binaries), KEEP=1 (keep the callgrind files for `callgrind_annotate --inclusive=yes FILE`).
+# binaries), KEEP=1 (keep the callgrind files for `callgrind_annotate --inclusive=yes FILE`),
+# ROWS="bare plain policy" (which of the three to measure).
 
 set -euo pipefail
 
@@ -22,6 +23,7 @@ N=${N:-2000}
 # The access log: `warn` leaves it off (the floor comparison), `info` writes a line a request.
 LOG_LEVEL=${LOG_LEVEL:-warn}
 WARM=${WARM:-200}
+ROWS=${ROWS:-bare plain policy}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GATEWAY="$ROOT/target/release/gateway"
 BARE="$ROOT/target/release/examples/bare_pingora"
@@ -152,9 +154,10 @@ measure() {   # $1: name, $2: port, $3: method, $4: path, $5: body file or "", $
     log "$name: $((total / N)) instructions per request ($file)"
 }
 
-measure bare "$BARE_PORT" GET /bench "" "" "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" 2
-measure plain "$GW_PORT" GET /bench "" "" "$GATEWAY" run -c "$TMP/gw/gateway.yaml"
-measure policy "$GW_PORT" POST /orders "$FIX/order-1k.json" "$TOKEN" "$GATEWAY" run -c "$TMP/gw/gateway.yaml"
+want() { case " $ROWS " in *" $1 "*) return 0 ;; esac; IR[$1]=0; return 1; }
+want bare && measure bare "$BARE_PORT" GET /bench "" "" "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" 2
+want plain && measure plain "$GW_PORT" GET /bench "" "" "$GATEWAY" run -c "$TMP/gw/gateway.yaml"
+want policy && measure policy "$GW_PORT" POST /orders "$FIX/order-1k.json" "$TOKEN" "$GATEWAY" run -c "$TMP/gw/gateway.yaml"
 
 echo
 echo "callgrind: instructions per request — $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(uname -m), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"

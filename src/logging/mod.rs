@@ -29,13 +29,28 @@ pub fn dropped() -> u64 {
     DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
+/// Standard output without the standard library's line buffering: one `write` per line
+/// would be a system call per request with the access log on. The writer's thread writes
+/// what is queued into this buffer and flushes it each time the queue is empty, so lines
+/// still appear at once when traffic is light, in batches when it is not.
+fn output() -> Box<dyn std::io::Write + Send> {
+    use std::os::fd::AsFd;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::fs::File::from(fd),
+        )),
+        Err(_) => Box::new(std::io::stdout()),
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level. The writer's
 /// guard is kept until [`flush`].
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(output());
     let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -2,10 +2,11 @@
 //! route's header edits; and what the client sees of the upstream's response headers.
 
 use super::ctx::Ctx;
+use super::ids::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use crate::runtime::snapshot::Rewrite;
 use crate::template::Values;
 use http::{HeaderName, HeaderValue};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{KnownHeader, RequestHeader, ResponseHeader};
 use std::borrow::Cow;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -97,12 +98,6 @@ fn rewritten(client: &RequestHeader, ctx: &Ctx) -> Option<String> {
     }
 }
 
-fn set(req: &mut RequestHeader, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        let _ = req.insert_header(name, v);
-    }
-}
-
 /// A header value from text built for it (no copy); `None` if it is not a valid value.
 pub(super) fn owned(text: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
@@ -125,11 +120,12 @@ pub fn upstream_request(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ct
     gateway_headers(client, up, ctx);
 }
 
-// Names are given as static title-case text: Pingora keeps each header's case for the
-// wire, and a `&'static str` is taken as that case without an allocation.
-const XFF: &str = "X-Forwarded-For";
-const XFP: &str = "X-Forwarded-Proto";
-const XFH: &str = "X-Forwarded-Host";
+// Parsed once, with the case the wire gets: Pingora keeps each header's case for HTTP/1,
+// and a name given as text is parsed and allocated again at every insert.
+static XFF: KnownHeader = KnownHeader::from_static("x-forwarded-for", "X-Forwarded-For");
+static XFP: KnownHeader = KnownHeader::from_static("x-forwarded-proto", "X-Forwarded-Proto");
+static XFH: KnownHeader = KnownHeader::from_static("x-forwarded-host", "X-Forwarded-Host");
+static CONSUMER_ID: KnownHeader = KnownHeader::from_static("x-consumer-id", "X-Consumer-Id");
 
 /// The `X-Forwarded-For` an upstream gets: what a trusted proxy sent with the client's
 /// address appended, else the client's address alone (a client's own claim is dropped);
@@ -190,10 +186,13 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
             .get(h)
             .filter(|v| trusted && v.to_str().is_ok_and(|s| !s.trim().is_empty()))
     };
+    // The five below and a few identity headers: one growth of each map, not several (a
+    // cloned request header has no spare room).
+    up.reserve_headers(8);
     let prior_xff = prior(&X_FORWARDED_FOR).and_then(|p| p.to_str().ok());
     match forwarded_for(prior_xff, trusted, ctx.client.ip) {
         Some(v) => {
-            let _ = up.insert_header(XFF, v);
+            let _ = up.insert_known(&XFF, v);
         }
         // Never the client's own claim.
         None => {
@@ -205,21 +204,21 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
         None if ctx.client.tls => HeaderValue::from_static("https"),
         None => HeaderValue::from_static("http"),
     };
-    let _ = up.insert_header(XFP, proto);
+    let _ = up.insert_known(&XFP, proto);
     let host = match super::admit::absolute_authority(client) {
         Some(a) => HeaderValue::from_str(a).ok(),
         None => client.headers.get(http::header::HOST).cloned(),
     };
     match prior(&X_FORWARDED_HOST).cloned().or(host) {
         Some(h) => {
-            let _ = up.insert_header(XFH, h);
+            let _ = up.insert_known(&XFH, h);
         }
         None => {
             up.remove_header(&X_FORWARDED_HOST);
         }
     }
-    let _ = up.insert_header("X-Request-Id", ctx.ids.id.clone());
-    let _ = up.insert_header("Traceparent", ctx.upstream_traceparent());
+    let _ = up.insert_known(&REQUEST_ID_HEADER, ctx.ids.id.clone());
+    let _ = up.insert_known(&TRACEPARENT_HEADER, ctx.upstream_traceparent());
     identity_headers(up, ctx);
     if let Some(route) = ctx.route() {
         for h in &route.remove_headers {
@@ -242,7 +241,9 @@ fn identity_headers(up: &mut RequestHeader, ctx: &Ctx) {
         return;
     };
     if let Some(c) = &id.consumer {
-        set(up, "X-Consumer-Id", c);
+        if let Ok(v) = HeaderValue::from_str(c) {
+            let _ = up.insert_known(&CONSUMER_ID, v);
+        }
     }
     if let (Some(p), Some(claims)) = (&id.provider, &id.claims) {
         for (claim, header) in &p.forward_claims {
@@ -315,7 +316,7 @@ pub fn client_response(resp: &mut ResponseHeader, ctx: &Ctx) {
             resp.remove_header(h);
         }
     }
-    let _ = resp.insert_header("X-Request-Id", ctx.ids.id.clone());
+    let _ = resp.insert_known(&REQUEST_ID_HEADER, ctx.ids.id.clone());
     super::stage::rate_limit::add_headers(resp, ctx);
     ctx.cors_headers(resp);
     if let Some(ops) = ctx

@@ -28,7 +28,7 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError) -
     if let Ok(v) = http::HeaderValue::from_str(&message) {
         let _ = head.insert_header("grpc-message", v);
     }
-    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    let _ = head.insert_known(&crate::proxy::ids::REQUEST_ID_HEADER, ctx.ids.id.clone());
     super::stage::rate_limit::add_headers(&mut head, ctx);
     ctx.cors_headers(&mut head);
     if let Err(e) = session.write_response_header(Box::new(head), true).await {

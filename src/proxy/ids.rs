@@ -1,10 +1,16 @@
 //! Request identity headers: `X-Request-Id` and W3C `traceparent`.
 
 use http::{HeaderName, HeaderValue};
+use pingora_http::KnownHeader;
 
 /// Looked up by name on every request: a `&str` key is parsed again at each lookup.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Inserted on every request and answer: a name given as text would be parsed (and, not
+/// being a standard name, allocated) at each insert.
+pub static REQUEST_ID_HEADER: KnownHeader =
+    KnownHeader::from_static("x-request-id", "X-Request-Id");
+pub static TRACEPARENT_HEADER: KnownHeader = KnownHeader::from_static("traceparent", "Traceparent");
 
 /// A generated id as a header value; the text is ASCII hex, so the conversion cannot fail.
 fn value(text: String) -> HeaderValue {

@@ -33,7 +33,7 @@ pub async fn write_error(session: &mut Session, ctx: &Ctx, err: &GatewayError, c
     };
     let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = head.insert_header(http::header::CONTENT_LENGTH, r.body.len());
-    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    let _ = head.insert_known(&crate::proxy::ids::REQUEST_ID_HEADER, ctx.ids.id.clone());
     for (k, v) in r.headers {
         let _ = head.insert_header(k, v);
     }
@@ -80,7 +80,7 @@ pub async fn write_preflight(session: &mut Session, ctx: &Ctx) {
     ) else {
         return;
     };
-    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    let _ = head.insert_known(&crate::proxy::ids::REQUEST_ID_HEADER, ctx.ids.id.clone());
     if let Err(e) = session.write_response_header(Box::new(head), true).await {
         tracing::debug!(error = %e, "could not write the preflight answer");
     }
@@ -108,7 +108,7 @@ pub async fn write_answer(
     if status != 204 && status != 304 {
         let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len());
     }
-    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    let _ = head.insert_known(&crate::proxy::ids::REQUEST_ID_HEADER, ctx.ids.id.clone());
     super::stage::rate_limit::add_headers(&mut head, ctx);
     ctx.cors_headers(&mut head);
     let head_only =

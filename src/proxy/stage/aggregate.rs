@@ -84,7 +84,7 @@ async fn answer(
         ResponseHeader::build(http::StatusCode::OK, Some(6)).map_err(|_| GatewayError::Internal)?;
     let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len());
-    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    let _ = head.insert_known(&crate::proxy::ids::REQUEST_ID_HEADER, ctx.ids.id.clone());
     if merged.partial {
         let _ = head.insert_header("x-gateway-partial", "true");
     }

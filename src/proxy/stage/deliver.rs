@@ -77,7 +77,7 @@ pub async fn run(
         .map_err(|_| GatewayError::Internal)?;
     let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len());
-    let _ = head.insert_header("X-Request-Id", ctx.ids.id.clone());
+    let _ = head.insert_known(&crate::proxy::ids::REQUEST_ID_HEADER, ctx.ids.id.clone());
     super::rate_limit::add_headers(&mut head, ctx);
     ctx.cors_headers(&mut head);
     // The message is in the store: a client that went away still has its delivery.
