@@ -133,18 +133,23 @@ pub struct Closed {
 
 /// `logging`: the stream is over; its duration and how it ended are counted.
 #[inline(never)]
-pub fn closed(ctx: &Ctx, e: Option<&Error>) -> Option<Closed> {
-    let open = ctx.stream.as_ref()?;
+pub fn closed(ctx: &mut Ctx, e: Option<&Error>) -> Option<Closed> {
+    // Taken, so that the open-streams gauge falls before the close is counted: a scrape
+    // never sees a stream both closed and still open.
+    let open = ctx.stream.take()?;
+    let (route, started) = (open.route.clone(), open.started);
+    let (from_client, to_client) = (open.from_client, open.to_client);
+    drop(open);
     let why = reason(e);
     crate::metrics::STREAM_DURATION
-        .with_label_values(&[&open.route])
-        .observe(open.started.elapsed().as_secs_f64());
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
     crate::metrics::STREAMS_CLOSED
-        .with_label_values(&[&open.route, why])
+        .with_label_values(&[&route, why])
         .inc();
     Some(Closed {
         reason: why,
-        from_client: open.from_client,
-        to_client: open.to_client,
+        from_client,
+        to_client,
     })
 }

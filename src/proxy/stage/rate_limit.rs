@@ -9,7 +9,7 @@ use crate::proxy::ctx::Ctx;
 use crate::ratelimit::quota::Quota;
 use crate::ratelimit::Limit;
 use crate::runtime::Route;
-use pingora_http::ResponseHeader;
+use pingora_http::{KnownHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -94,13 +94,26 @@ pub async fn run(
 /// made.
 pub fn add_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     if let Some(h) = ctx.rate {
-        let _ = resp.insert_header("ratelimit-limit", h.limit);
-        let _ = resp.insert_header("ratelimit-remaining", h.remaining);
-        let _ = resp.insert_header("ratelimit-reset", h.reset);
+        resp.reserve_headers(3);
+        let _ = resp.insert_known(&LIMIT, h.limit.into());
+        let _ = resp.insert_known(&REMAINING, h.remaining.into());
+        let _ = resp.insert_known(&RESET, h.reset.into());
     }
     if let Some(q) = ctx.quota {
-        let _ = resp.insert_header("x-quota-limit", q.limit);
-        let _ = resp.insert_header("x-quota-remaining", q.remaining);
-        let _ = resp.insert_header("x-quota-reset", q.reset);
+        resp.reserve_headers(3);
+        let _ = resp.insert_known(&QUOTA_LIMIT, q.limit.into());
+        let _ = resp.insert_known(&QUOTA_REMAINING, q.remaining.into());
+        let _ = resp.insert_known(&QUOTA_RESET, q.reset.into());
     }
 }
+
+// Parsed once (a name given as text is parsed and allocated at every insert); written in
+// lower case, as the contract shows them.
+static LIMIT: KnownHeader = KnownHeader::from_static("ratelimit-limit", "ratelimit-limit");
+static REMAINING: KnownHeader =
+    KnownHeader::from_static("ratelimit-remaining", "ratelimit-remaining");
+static RESET: KnownHeader = KnownHeader::from_static("ratelimit-reset", "ratelimit-reset");
+static QUOTA_LIMIT: KnownHeader = KnownHeader::from_static("x-quota-limit", "x-quota-limit");
+static QUOTA_REMAINING: KnownHeader =
+    KnownHeader::from_static("x-quota-remaining", "x-quota-remaining");
+static QUOTA_RESET: KnownHeader = KnownHeader::from_static("x-quota-reset", "x-quota-reset");
