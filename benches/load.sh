@@ -63,12 +63,18 @@
 #   KEYS_TIME_CAP=300 at most this many seconds of wrk to fill them (then what was reached is shown)
 #   TLS_COUNT=0       skip the resumption count of the HTTPS part (default 1)
 #   FULL_HANDSHAKE=0  skip the HTTPS runs where wrk is made not to resume sessions (default 1)
+#   PEERS=1           run the peer comparison instead (benches/peers.sh: nginx, HAProxy, Envoy,
+#                     pingap, bare Pingora and the gateway, each pinned to one core; its own
+#                     knobs ROUNDS, DURATION, CONNECTIONS, ROWS are described there) and nothing else
 #
 # Every process it starts runs in the foreground of a child (nginx with `daemon off;`), is
 # recorded by pid and stopped on exit (SIGTERM; bare Pingora SIGINT, its fast shutdown).
 # Everything listens on 127.0.0.1 only.
 
 set -euo pipefail
+
+# The peer comparison is a script of its own, with its own defaults (DURATION=5 there).
+if [ "${PEERS:-0}" != 0 ]; then exec bash "$(dirname "${BASH_SOURCE[0]}")/peers.sh" "$@"; fi
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}

@@ -3,10 +3,11 @@
 # hot-path changes (valgrind counts instructions, not seconds, so the same binary and
 # inputs give the same count whatever else the machine is doing).
 #
-# Three processes are profiled in turn, each in front of the same upstream (nginx,
+# Four rows are profiled in turn (three processes), each in front of the same upstream (nginx,
 # `return 200 "ok\n"`), each with one keep-alive client connection:
 #   bare       examples/bare_pingora.rs: Pingora's proxy with nothing of the gateway (the floor)
 #   plain      the gateway, one `/*` route, `auth: none` (GET /bench)
+#   jwt        the gateway, GET /jwt: RS256 JWT and a rate limit by consumer (peers.sh's JWT row)
 #   policy     the gateway, POST /orders: RS256 JWT, a rate limit by consumer, a JSON Schema
 #              check of benches/fixtures/order-1k.json (the full-policy route of load.sh)
 # For each: WARM requests, then the counters are zeroed (`callgrind_control -z`), N
@@ -15,7 +16,7 @@
 # Usage: benches/profile.sh            (needs valgrind, nginx, python3, curl)
 # Environment: N=2000 requests counted, WARM=200, LOG_LEVEL=warn (info: with the access log), SKIP_BUILD=1 (use the existing release
 # binaries), KEEP=1 (keep the callgrind files for `callgrind_annotate --inclusive=yes FILE`),
-# ROWS="bare plain policy" (which of the three to measure).
+# ROWS="bare plain jwt policy" (which of the four to measure).
 
 set -euo pipefail
 
@@ -23,7 +24,7 @@ N=${N:-2000}
 # The access log: `warn` leaves it off (the floor comparison), `info` writes a line a request.
 LOG_LEVEL=${LOG_LEVEL:-warn}
 WARM=${WARM:-200}
-ROWS=${ROWS:-bare plain policy}
+ROWS=${ROWS:-bare plain jwt policy}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GATEWAY="$ROOT/target/release/gateway"
 BARE="$ROOT/target/release/examples/bare_pingora"
@@ -157,6 +158,7 @@ measure() {   # $1: name, $2: port, $3: method, $4: path, $5: body file or "", $
 want() { case " $ROWS " in *" $1 "*) return 0 ;; esac; IR[$1]=0; return 1; }
 want bare && measure bare "$BARE_PORT" GET /bench "" "" "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$UP_PORT" 2
 want plain && measure plain "$GW_PORT" GET /bench "" "" "$GATEWAY" run -c "$TMP/gw/gateway.yaml"
+want jwt && measure jwt "$GW_PORT" GET /jwt "" "$TOKEN" "$GATEWAY" run -c "$TMP/gw/gateway.yaml"
 want policy && measure policy "$GW_PORT" POST /orders "$FIX/order-1k.json" "$TOKEN" "$GATEWAY" run -c "$TMP/gw/gateway.yaml"
 
 echo
@@ -164,4 +166,5 @@ echo "callgrind: instructions per request — $(date -u '+%Y-%m-%dT%H:%M:%SZ'), 
 echo "(N=$N requests on one keep-alive connection after $WARM warm-up; all threads of the process)"
 printf '  %-34s %9s\n' "bare Pingora proxy (the floor)" "${IR[bare]}"
 printf '  %-34s %9s   (+%s over the floor)\n' "gateway, plain route" "${IR[plain]}" $((IR[plain] - IR[bare]))
+printf '  %-34s %9s   (+%s over the plain route)\n' "gateway, JWT + limit (GET)" "${IR[jwt]}" $((IR[jwt] - IR[plain]))
 printf '  %-34s %9s   (+%s over the plain route)\n' "gateway, full policy (1 KiB body)" "${IR[policy]}" $((IR[policy] - IR[plain]))
