@@ -180,11 +180,15 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
         .client
         .ip
         .is_some_and(|ip| ctx.snapshot.settings.is_trusted(ip));
+    // Looked up only when the peer is trusted: each lookup hashes the name.
     let prior = |h: &HeaderName| {
+        if !trusted {
+            return None;
+        }
         client
             .headers
             .get(h)
-            .filter(|v| trusted && v.to_str().is_ok_and(|s| !s.trim().is_empty()))
+            .filter(|v| v.to_str().is_ok_and(|s| !s.trim().is_empty()))
     };
     // The five below and a few identity headers: one growth of each map, not several (a
     // cloned request header has no spare room).
