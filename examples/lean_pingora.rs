@@ -11,14 +11,15 @@
 //!   pin: one upstream connection kept with each client connection (no pool work per request;
 //!        not a general design, it isolates what the pool costs)
 
+mod support;
+
 use async_trait::async_trait;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::v1::client::HttpSession as H1Client;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::server::ShutdownWatch;
 use pingora_core::services::listening::Service;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{ErrorType, OkOrErr};
@@ -115,36 +116,15 @@ impl HttpServerApp for Lean {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (listen, upstream, threads, mode) = match args.as_slice() {
-        [l, u, t] => (l, u, t, "pool"),
-        [l, u, t, m] => (l, u, t, m.as_str()),
-        _ => {
-            eprintln!("usage: lean_pingora LISTEN UPSTREAM THREADS [pool|pin]");
-            std::process::exit(2);
-        }
-    };
-    let Ok(threads) = threads.parse::<usize>() else {
-        eprintln!("THREADS must be a number");
-        std::process::exit(2);
-    };
-    let conf = ServerConf {
-        threads,
-        pid_file: format!("/tmp/lean-pingora-{}.pid", std::process::id()),
-        upgrade_sock: format!("/tmp/lean-pingora-{}.sock", std::process::id()),
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    server.bootstrap();
+    let args = support::args("lean_pingora LISTEN UPSTREAM THREADS [pool|pin]");
+    let mut server = support::server("lean-pingora", args.threads);
     let app = Lean {
-        peer: HttpPeer::new(upstream.as_str(), false, String::new()),
+        peer: HttpPeer::new(args.upstream.as_str(), false, String::new()),
         connector: Connector::new(None),
-        pin: mode == "pin",
+        pin: args.mode.as_deref() == Some("pin"),
     };
     let mut svc = Service::new("lean".to_string(), app);
-    svc.add_tcp(listen);
+    svc.add_tcp(&args.listen);
     server.add_service(svc);
     server.run_forever();
 }
