@@ -320,6 +320,12 @@ pub fn client_response(resp: &mut ResponseHeader, ctx: &Ctx) {
             resp.remove_header(h);
         }
     }
+    // The upstream's header maps are parsed at their exact size: one growth for all the
+    // headers added below, not one for the id and another for the limit headers.
+    let limits = 3 * (usize::from(ctx.rate.is_some()) + usize::from(ctx.quota.is_some()));
+    if limits > 0 {
+        resp.reserve_headers(1 + limits);
+    }
     let _ = resp.insert_known(&REQUEST_ID_HEADER, ctx.ids.id.clone());
     super::stage::rate_limit::add_headers(resp, ctx);
     ctx.cors_headers(resp);
