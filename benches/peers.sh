@@ -365,7 +365,9 @@ measure() {   # row $ROW from start to stop: fills RPS P50 P99 ERRS ALL, or FAIL
             /Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' "$out") ))
         kill -0 "$SRV_PID" 2>/dev/null || { fail "exited during round $r"; return 0; }
     done
-    OTHERS[$ROW]=$(awk -v d=$(($(others_ticks) - t0)) -v hz="$CLK_TCK" -v s=$((ROUNDS * DURATION)) 'BEGIN { printf "%.0f", 100 * d / hz / s }')
+    # Below zero: a process outside this tree ended meanwhile and took its ticks with it;
+    # the figure is then unknown, not negative.
+    OTHERS[$ROW]=$(awk -v d=$(($(others_ticks) - t0)) -v hz="$CLK_TCK" -v s=$((ROUNDS * DURATION)) 'BEGIN { if (d < 0) print "?"; else printf "%.0f", 100 * d / hz / s }')
     mapfile -t order < <(for r in "${!rps[@]}"; do echo "${rps[r]} $r"; done | sort -n | awk '{ print $2 }')
     r=${order[$(((ROUNDS - 1) / 2))]}   # the median round
     RPS[$ROW]=${rps[r]}
@@ -401,7 +403,7 @@ echo "peer comparison — $(date -u '+%Y-%m-%dT%H:%M:%SZ'), commit $(git -C "$RO
 echo "server under test on CPU $SERVER_CPU, 1 worker/thread; wrk -t1 -c$CONNECTIONS and the upstream (nginx, 1 worker, 128-byte"
 echo "  answers) on CPU $CLIENT_CPU; each row: the median of $ROUNDS rounds of ${DURATION}s after ${WARMUP}s of warm-up (p50/p99 of"
 echo "  that round, errors of all rounds); load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER"
-echo "others% = CPU taken by processes outside this benchmark during the row's rounds (100 = one core): above a few %,"
+echo "others% = CPU taken by processes outside this benchmark during the row's rounds (100 = one core; ? = one of them ended): above a few %,"
 echo "  the row shared its cores with other work and its figures are low"
 echo
 printf '%-15s %11s %9s %9s %7s %7s %7s  %s\n' row "requests/s" "p50 ms" "p99 ms" errors "x bare" "others%" "rounds (requests/s)"
