@@ -211,6 +211,13 @@ fn gauge(m: &str, name: &str) -> f64 {
     metric(m, name, &[("route", ROUTE)])
 }
 
+/// Waits (up to metrics_when's 5 s) for the route's queue to hold `depth` messages.
+async fn assert_queue_depth(gw: &Gateway, depth: f64) {
+    let name = "gateway_delivery_queue_depth";
+    let m = gw.metrics_when(|m| gauge(m, name) == depth).await;
+    assert_eq!(gauge(&m, name), depth, "queue depth");
+}
+
 /// Asserts that at least one sample of `name` for the route is exported.
 fn exported(m: &str, name: &str) {
     assert!(
@@ -340,14 +347,7 @@ async fn accepted_then_delivered_with_idempotency_key_and_attempt_number() {
     assert_eq!(deliveries(&m, "dead"), 0.0);
     exported(&m, "gateway_delivery_queue_depth");
     exported(&m, "gateway_delivery_dead");
-    let m = gw
-        .metrics_when(|m| gauge(m, "gateway_delivery_queue_depth") == 0.0)
-        .await;
-    assert_eq!(
-        gauge(&m, "gateway_delivery_queue_depth"),
-        0.0,
-        "queue empty"
-    );
+    assert_queue_depth(&gw, 0.0).await;
 
     // An unknown id is a 404.
     let (code, _) = delivery(&gw, "no-such-delivery").await;
@@ -612,10 +612,7 @@ async fn redis_message_of_a_killed_gateway_is_delivered_by_another() {
         1.0,
         "the second gateway delivered it"
     );
-    let m = second
-        .metrics_when(|m| gauge(m, "gateway_delivery_queue_depth") == 0.0)
-        .await;
-    assert_eq!(gauge(&m, "gateway_delivery_queue_depth"), 0.0);
+    assert_queue_depth(&second, 0.0).await;
 }
 
 /// The same when the first gateway dies in the middle of an attempt: the entry it held is
@@ -772,10 +769,7 @@ async fn queue_full_answers_503_queue_full() {
             .any(|a| a.body_str().contains("q-overflow")),
         "the refused message was delivered"
     );
-    let m = gw
-        .metrics_when(|m| gauge(m, "gateway_delivery_queue_depth") == 3.0)
-        .await;
-    assert_eq!(gauge(&m, "gateway_delivery_queue_depth"), 3.0);
+    assert_queue_depth(&gw, 3.0).await;
 }
 
 // ---------------------------------------------------------------------------------------

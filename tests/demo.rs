@@ -22,6 +22,11 @@ impl Drop for Demo {
 const GW: &str = "http://127.0.0.1:8080";
 const ADMIN: &str = "http://127.0.0.1:9901";
 
+/// The JSON answer to a request (any status).
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn readme_walkthrough() {
     let child = Command::new(common::bin())
@@ -64,15 +69,11 @@ async fn readme_walkthrough() {
     assert_eq!(v["user"], "42");
     assert_eq!(v["orders"].as_array().unwrap().len(), 2);
 
-    let v: Value = c
-        .get(format!("{GW}/v1/echo/hello?x=1"))
-        .header("cookie", "a=b")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        c.get(format!("{GW}/v1/echo/hello?x=1"))
+            .header("cookie", "a=b"),
+    )
+    .await;
     assert_eq!(v["path"], "/echo/hello");
     assert_eq!(v["headers"]["x-gateway"], "1");
     assert!(v["headers"].get("cookie").is_none());
@@ -178,14 +179,7 @@ async fn readme_walkthrough() {
     );
     // Its calendar quotas: the day's (10,000) is the closest to running out.
     assert_eq!(r.headers()["x-quota-limit"], "10000");
-    let usage: Value = c
-        .get(format!("{ADMIN}/consumers/acme/usage"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage = json_of(c.get(format!("{ADMIN}/consumers/acme/usage"))).await;
     assert_eq!(usage["quotas"][0]["per"], "day");
     assert!(usage["quotas"][0]["used"].as_u64().unwrap() >= 1, "{usage}");
     assert_eq!(usage["quotas"][1]["limit"], 200000);
@@ -287,30 +281,22 @@ async fn readme_walkthrough() {
     let r = catalog(None, Some("zstd")).await.unwrap();
     assert_eq!(x_cache(&r), "HIT");
     assert_eq!(r.headers()["content-encoding"], "zstd");
-    let purged: Value = c
-        .post(format!("{ADMIN}/cache/purge"))
-        .body(r#"{"route":"catalog","path":"/v1/catalog/shoes"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let purged = json_of(
+        c.post(format!("{ADMIN}/cache/purge"))
+            .body(r#"{"route":"catalog","path":"/v1/catalog/shoes"}"#),
+    )
+    .await;
     assert_eq!(purged["purged"], 2);
     assert_eq!(x_cache(&catalog(None, None).await.unwrap()), "MISS");
 
     // Issue 20 in the walkthrough: a version header picks a reshaping route; the canary
     // keeps each user on one side; the signup body reaches the upstream reshaped; an IP
     // rule refuses the local client.
-    let v: Value = c
-        .get(format!("{GW}/v1/users/42"))
-        .header("X-Api-Version", "2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        c.get(format!("{GW}/v1/users/42"))
+            .header("X-Api-Version", "2"),
+    )
+    .await;
     assert_eq!(
         v,
         serde_json::json!({"full_name": "User 42", "id": "42", "version": 2})
@@ -320,15 +306,7 @@ async fn readme_walkthrough() {
         "ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal", "ivy", "jon",
     ] {
         for _ in 0..3 {
-            let v: Value = c
-                .get(format!("{GW}/v1/canary/hi"))
-                .header("X-User", u)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = json_of(c.get(format!("{GW}/v1/canary/hi")).header("X-User", u)).await;
             let side = v["service"].as_str().unwrap().to_string();
             assert_eq!(
                 sides.entry(u).or_insert_with(|| side.clone()),
@@ -337,17 +315,13 @@ async fn readme_walkthrough() {
             );
         }
     }
-    let v: Value = c
-        .post(format!("{GW}/v1/signup"))
-        .header("Content-Type", "application/json")
-        .header("X-Channel", "mobile")
-        .body(r#"{"customerId":"c-7","internal":{"x":1}}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(
+        c.post(format!("{GW}/v1/signup"))
+            .header("Content-Type", "application/json")
+            .header("X-Channel", "mobile")
+            .body(r#"{"customerId":"c-7","internal":{"x":1}}"#),
+    )
+    .await;
     assert_eq!(
         v["body"],
         serde_json::json!({"channel": "mobile", "id": "c-7", "source": "gateway"})
@@ -435,33 +409,25 @@ async fn readme_walkthrough() {
 
     // Asynchronous delivery: an order accepted (202), then delivered by the workers; a
     // signed event refused by the partner's closed inbox (dead), replayed once it opens.
-    let accepted: Value = c
-        .post(format!("{GW}/v1/orders/async"))
-        .header("x-api-key", "demo-acme-key")
-        .header("content-type", "application/json")
-        .body(r#"{"sku":"ABC-1234","quantity":2,"email":"a@example.com"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let accepted = json_of(
+        c.post(format!("{GW}/v1/orders/async"))
+            .header("x-api-key", "demo-acme-key")
+            .header("content-type", "application/json")
+            .body(r#"{"sku":"ABC-1234","quantity":2,"email":"a@example.com"}"#),
+    )
+    .await;
     assert_eq!(accepted["status"], "queued", "{accepted}");
     let id = accepted["id"].as_str().unwrap().to_string();
     let delivery = |id: String| async move {
         common::delivery_outcome(&format!("{ADMIN}/deliveries/{id}")).await
     };
     assert_eq!(delivery(id).await["status"], "delivered");
-    let event: Value = c
-        .post(format!("{GW}/v1/events"))
-        .header("x-api-key", "demo-acme-key")
-        .body(r#"{"event":"order.shipped"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event = json_of(
+        c.post(format!("{GW}/v1/events"))
+            .header("x-api-key", "demo-acme-key")
+            .body(r#"{"event":"order.shipped"}"#),
+    )
+    .await;
     let ev = event["id"].as_str().unwrap().to_string();
     let dead = delivery(ev.clone()).await;
     assert_eq!(dead["status"], "dead", "{dead}");
@@ -469,14 +435,7 @@ async fn readme_walkthrough() {
         dead["last_error"].as_str().unwrap().contains("409"),
         "{dead}"
     );
-    let list: Value = c
-        .get(format!("{ADMIN}/deliveries?status=dead"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = json_of(c.get(format!("{ADMIN}/deliveries?status=dead"))).await;
     assert!(list["deliveries"]
         .as_array()
         .unwrap()
@@ -554,14 +513,7 @@ async fn readme_walkthrough() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["id"], "42");
 
-    let cfg: Value = c
-        .get(format!("{ADMIN}/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cfg = json_of(c.get(format!("{ADMIN}/config"))).await;
     assert!(cfg["routes"].as_array().unwrap().len() >= 8);
     let m = c
         .get(format!("{ADMIN}/metrics"))
