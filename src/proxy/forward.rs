@@ -229,7 +229,7 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
             up.remove_header(h);
         }
         for (k, v) in &route.set_headers {
-            let _ = up.insert_header(k.clone(), v.clone());
+            let _ = up.insert_known(k, v.clone());
         }
     }
 }

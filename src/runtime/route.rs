@@ -190,7 +190,7 @@ pub(super) fn compile_route(
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) {
-            (Ok(k), Ok(v)) => set_headers.push((k, v)),
+            (Ok(k), Ok(v)) => set_headers.push((k.into(), v)),
             _ => err(
                 ".request.headers.set",
                 format!("invalid header {k:?}: {v:?}"),

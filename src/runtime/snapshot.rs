@@ -82,7 +82,8 @@ pub struct Route {
     /// `deliver`: queued and answered 202; the workers send it to its upstream.
     pub deliver: Option<Arc<crate::deliver::Deliver>>,
     pub rewrite: Rewrite,
-    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Parsed at load time, with their wire case (no name parse per request).
+    pub set_headers: Vec<(pingora_http::KnownHeader, HeaderValue)>,
     pub remove_headers: Vec<HeaderName>,
     pub max_body: u64,
     pub validation: Option<Arc<RouteValidation>>,

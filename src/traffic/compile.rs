@@ -105,7 +105,7 @@ fn header_ops(def: &HeaderOpsDef, err: &mut dyn FnMut(&'static str, String)) -> 
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
         ) {
-            (Ok(k), Ok(v)) => ops.set.push((k, v)),
+            (Ok(k), Ok(v)) => ops.set.push((k.into(), v)),
             _ => err(
                 ".response.headers.set",
                 format!("invalid header {k:?}: {v:?}"),

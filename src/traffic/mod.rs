@@ -80,7 +80,8 @@ impl Split {
 /// `response.headers`: set and remove on every answer of the route.
 #[derive(Debug, Default)]
 pub struct HeaderOps {
-    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Names parsed at load time, with their wire case: inserted without a parse each time.
+    pub set: Vec<(pingora_http::KnownHeader, HeaderValue)>,
     pub remove: Vec<HeaderName>,
 }
 
@@ -90,7 +91,7 @@ impl HeaderOps {
             resp.remove_header(h);
         }
         for (k, v) in &self.set {
-            let _ = resp.insert_header(k.clone(), v.clone());
+            let _ = resp.insert_known(k, v.clone());
         }
     }
 }

@@ -40,3 +40,30 @@ fn sticky_points_are_stable_and_spread() {
         assert!(Split::random_point() < 100);
     }
 }
+
+#[test]
+fn header_edits_write_names_as_insert_header_would() {
+    // Names parsed at load time must reach the wire in the same case as before they were:
+    // title case for the standard names Pingora knows, lower case otherwise.
+    let ops = HeaderOps {
+        set: vec![
+            (
+                HeaderName::from_static("x-edited").into(),
+                HeaderValue::from_static("1"),
+            ),
+            (
+                http::header::CACHE_CONTROL.into(),
+                HeaderValue::from_static("no-store"),
+            ),
+        ],
+        remove: vec![HeaderName::from_static("x-gone")],
+    };
+    let mut resp = pingora_http::ResponseHeader::build(200, None).unwrap();
+    resp.insert_header("X-Gone", "old").unwrap();
+    resp.insert_header("Cache-Control", "max-age=60").unwrap();
+    ops.apply(&mut resp);
+    let mut wire = Vec::new();
+    resp.header_to_h1_wire(&mut wire);
+    let wire = String::from_utf8(wire).unwrap();
+    assert_eq!(wire, "Cache-Control: no-store\r\nx-edited: 1\r\n", "{wire}");
+}

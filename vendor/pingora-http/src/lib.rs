@@ -961,6 +961,18 @@ impl KnownHeader {
     }
 }
 
+/// A name known only at run time (configuration), written as [`RequestHeader::insert_header`]
+/// would write it: title case for the standard names Pingora knows, else as given.
+impl From<HeaderName> for KnownHeader {
+    fn from(name: HeaderName) -> Self {
+        let case = (&name).into_case_header_name().as_slice().to_vec();
+        KnownHeader {
+            name,
+            case: Bytes::from(case),
+        }
+    }
+}
+
 fn insert_known<T>(
     name_map: Option<&mut CaseMap>,
     value_map: &mut HMap<T>,
