@@ -74,6 +74,14 @@ impl BackgroundService for Readiness {
                 }
             }
         }
+        // The shared store's connections are up (or failed once, within its timeout).
+        let state = self.store.load().state.clone();
+        if let crate::state::Kv::Redis(pool) = &state.kv {
+            tokio::select! {
+                _ = pool.warm() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
         // Every remote key set has had its first fetch and every upstream host name its
         // first lookup (successful or not: a provider or a name that is down must not keep
         // the other routes out of service).

@@ -452,6 +452,15 @@ async fn a_silent_master_costs_its_keys_the_timeout_only() {
     let deny = start(&cluster, 1, "deny", &up).await;
     let (tenants, owners) = spread(&cluster, &allow).await;
     let victim = owners[0];
+    // `deny` has served nothing yet: it is ready only once its store connections are up,
+    // so that its first requests do not discover the slot map from the silent master.
+    for gw in [&allow, &deny] {
+        assert!(
+            gw.output().contains("redis store connected"),
+            "{}",
+            gw.output()
+        );
+    }
     cluster.signal(victim, "-STOP");
     let t = Instant::now();
     for (i, tenant) in tenants.iter().enumerate() {

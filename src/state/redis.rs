@@ -201,6 +201,24 @@ impl RedisPool {
         Ok(Conn::Single(pool[i].clone()))
     }
 
+    /// Connects every connection of the pool, each waiting at most the timeout for a PING
+    /// (with a cluster: every node's). Run before the gateway reports ready, so the first
+    /// requests do not pay for connecting, or, with a cluster, for discovering the slot
+    /// map, which costs a timeout whenever it asks a node that answers nothing. Failures
+    /// are logged only: requests reconnect as they always do.
+    pub async fn warm(&self) {
+        let pings = (0..self.size).map(|_| self.command::<redis::Value>(redis::cmd("PING")));
+        let failed = futures::future::join_all(pings)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .last();
+        match failed {
+            Some(e) => tracing::warn!(error = %e, "redis store: not every connection is up yet"),
+            None => tracing::info!(connections = self.size, "redis store connected"),
+        }
+    }
+
     /// Waits for a Redis call at most the store's timeout.
     async fn bounded<T>(
         &self,
