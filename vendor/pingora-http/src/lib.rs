@@ -881,10 +881,16 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     const PINGORA_MAX_HEADER_COUNT: usize = 4096;
     const INIT_HEADER_SIZE: usize = 8;
 
+    // gateway patch: room for a proxy's own headers (forwarding, request id, trace context,
+    // the server's Date and Connection) beyond the ones parsed. Without it the first few
+    // inserts into a parsed header (and into its clone, which keeps the index table) rehash
+    // both the value map and the case map.
+    const PROXY_HEADROOM: usize = 8;
+
     // We select the size hint or the max size here, ensuring that we pick a value substantially lower
     // than 1 << 15 with room to grow the header map.
     std::cmp::min(
-        size_hint.unwrap_or(INIT_HEADER_SIZE),
+        size_hint.map_or(INIT_HEADER_SIZE, |n| n.saturating_add(PROXY_HEADROOM)),
         PINGORA_MAX_HEADER_COUNT,
     )
 }
@@ -1163,8 +1169,30 @@ mod tests {
     #[test]
     fn header_map_upper_bound() {
         assert_eq!(8, http_header_map_upper_bound(None));
-        assert_eq!(16, http_header_map_upper_bound(Some(16)));
+        assert_eq!(24, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+        assert_eq!(4096, http_header_map_upper_bound(Some(usize::MAX)));
+    }
+
+    // gateway patch: a parsed header, and its clone, take a proxy's eight headers without
+    // growing either map.
+    #[test]
+    fn parsed_headers_have_room_for_a_proxys_own() {
+        let mut req = RequestHeader::build("GET", b"/", Some(5)).unwrap();
+        let mut resp = ResponseHeader::build(200, Some(5)).unwrap();
+        for i in 0..5 {
+            req.append_header(format!("x-in-{i}"), "v").unwrap();
+            resp.append_header(format!("x-in-{i}"), "v").unwrap();
+        }
+        let mut up = req.clone();
+        let (req_cap, resp_cap) = (up.headers.capacity(), resp.headers.capacity());
+        for i in 0..8 {
+            up.insert_header(format!("x-proxy-{i}"), "v").unwrap();
+            resp.insert_header(format!("x-proxy-{i}"), "v").unwrap();
+        }
+        assert_eq!(up.headers.capacity(), req_cap);
+        assert_eq!(resp.headers.capacity(), resp_cap);
+        assert_eq!(up.headers.len(), 13);
     }
 
     #[test]
