@@ -3,7 +3,8 @@
 //! before its time and is after; dead → dead letters → requeue → remove; `Full` at
 //! `max_queued`; a lease not finished by one worker is claimed by another after the claim
 //! time, not before, and the first worker's late answer changes nothing; a group lost by
-//! Redis (flush) is created again. And one run on a real three-master Redis Cluster, to
+//! Redis (flush) is created again; names of workers gone are forgotten unless they hold a
+//! lease. And one run on a real three-master Redis Cluster, to
 //! prove that every script's keys share one slot.
 //!
 //! The servers run without persistence: a queue surviving a Redis restart needs
@@ -418,8 +419,62 @@ async fn on_a_redis_cluster_every_script_runs_in_one_slot() {
     for route in ["alpha", "beta", "gamma"] {
         assert_eq!(q.depth(route).await.unwrap(), (0, 0), "{route}");
     }
+    // `w` holds no lease: forgotten once idle (here: any idle time at all).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(q.prune_workers(Duration::ZERO).await.unwrap(), 1);
     // Every key of the queue is on one master.
     let owner = cluster.owner("test:{deliver}:stream");
     assert_eq!(cluster.owner("test:{deliver}:msg:k1"), owner);
     assert_eq!(cluster.owner("test:{deliver}:depth:gamma"), owner);
+}
+
+/// The consumer names in the group, from `XINFO CONSUMERS` (each consumer's `name` field).
+async fn consumers(redis: &Redis) -> Vec<String> {
+    let text = redis
+        .inline("XINFO CONSUMERS test:{deliver}:stream workers")
+        .await;
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    let mut names: Vec<String> = lines
+        .windows(3)
+        .filter(|w| w[0] == "name")
+        .map(|w| w[2].to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn workers_gone_are_forgotten_unless_they_hold_a_lease() {
+    const IDLE: Duration = Duration::from_millis(1000);
+    let redis = Redis::start().await;
+    let q = queue(redis.url(), None);
+    q.accept(&message("done", "r"), MAX).await.unwrap();
+    let done = take(&q, "gone").await;
+    q.delivered(&done).await.unwrap();
+    q.accept(&message("held", "r"), MAX).await.unwrap();
+    let held = take(&q, "holder").await;
+    assert_eq!(consumers(&redis).await, ["gone", "holder"]);
+
+    // (`consumers` itself takes 300 ms: it reads until Redis goes quiet.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    q.accept(&message("recent", "r"), MAX).await.unwrap();
+    let recent = take(&q, "live").await;
+    q.delivered(&recent).await.unwrap();
+    assert_eq!(q.prune_workers(IDLE).await.unwrap(), 1);
+    assert_eq!(
+        consumers(&redis).await,
+        ["holder", "live"],
+        "idle without a lease: forgotten; holding one or recently seen: kept"
+    );
+    assert_eq!(q.prune_workers(IDLE).await.unwrap(), 0);
+
+    // The lease held through the prune still finishes, and is not handed out again.
+    q.delivered(&held).await.unwrap();
+    assert_eq!(status(&q, "held").await, (Status::Delivered, 1));
+    assert!(q.next("live", NOW, Duration::ZERO).await.unwrap().is_none());
+    // A name forgotten while idle comes back when its worker asks again.
+    q.accept(&message("later", "r"), MAX).await.unwrap();
+    let later = take(&q, "gone").await;
+    assert_eq!(later.message.id, "later");
+    assert!(consumers(&redis).await.contains(&"gone".to_string()));
 }

@@ -5,7 +5,7 @@
 //! keys lived on it follow `on_error` (allow: admitted; deny: 503 `rate_limit_unavailable`)
 //! within a bound, while keys on the surviving masters stay limited exactly; a master that
 //! answers nothing (SIGSTOP) costs its keys the store's timeout only; `gateway check`
-//! refuses `url` with `cluster`, and an empty `cluster`, with file:line.
+//! refuses `url` with `cluster`, an empty `cluster`, and a brace in `prefix`, with file:line.
 //!
 //! `redis-server` and `redis-cli` must be installed: these tests fail, never skip, without.
 
@@ -173,6 +173,20 @@ fn check_refuses_url_with_cluster_and_an_empty_cluster_with_file_and_line() {
             "is empty",
         ),
     ];
+    // A brace in the prefix, at the prefix's own line.
+    let braced = ConfigDir::new(
+        "store:\n  backend: redis\n  redis:\n    cluster: [\"127.0.0.1:7000\"]\n    prefix: \"gw{a}:\"\n",
+        &[("p.yaml", p)],
+    );
+    let (ok, out) = braced.check();
+    assert!(!ok, "a braced prefix was accepted: {out}");
+    let yaml = std::fs::read_to_string(braced.gateway_yaml()).unwrap();
+    let at = format!(
+        "{}:{}",
+        braced.gateway_yaml().display(),
+        line_of(&yaml, "    prefix:")
+    );
+    assert!(out.contains(&at) && out.contains("brace"), "{out}");
     for (g, message) in bad {
         let c = ConfigDir::new(g, &[("p.yaml", p)]);
         let (ok, out) = c.check();

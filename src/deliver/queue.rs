@@ -181,4 +181,11 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// Messages of `route` not yet delivered or dead, and dead ones (for the gauges).
     async fn depth(&self, route: &str) -> Result<(u64, u64), QueueError>;
+
+    /// Forgets the names of workers idle longer than `idle` that hold no lease (those of
+    /// replicas gone or restarted); how many. A store without such names has none.
+    async fn prune_workers(&self, idle: std::time::Duration) -> Result<u64, QueueError> {
+        let _ = idle;
+        Ok(0)
+    }
 }

@@ -38,6 +38,9 @@ pub const KEEP_DELIVERED: Duration = Duration::from_secs(24 * 3600);
 /// Due retries moved back into the stream per `next` (the rest on the following calls).
 const PROMOTE_BATCH: u32 = 100;
 
+/// Worker names forgotten per `prune_workers` call (a long list goes over several).
+const PRUNE_BATCH: u32 = 100;
+
 /// The consumer group every replica's workers read through.
 const GROUP: &str = "workers";
 
@@ -313,5 +316,15 @@ impl Queue for RedisQueue {
             u64::try_from(queued).unwrap_or(0),
             u64::try_from(dead).unwrap_or(0),
         ))
+    }
+
+    async fn prune_workers(&self, idle: Duration) -> Result<u64, QueueError> {
+        let mut call = self.scripts.prune.prepare_invoke();
+        call.key(self.key("stream"))
+            .arg(GROUP)
+            .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(PRUNE_BATCH);
+        let removed: i64 = self.pool.invoke(&call).await?;
+        Ok(u64::try_from(removed).unwrap_or(0))
     }
 }

@@ -204,6 +204,28 @@ const DEPTH: &str = r#"
 return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('ZCARD', KEYS[2])}
 "#;
 
+/// Forgets consumers of the group that hold no pending entry and were idle longer than
+/// ARGV[2] ms: the names of replicas that stopped or restarted (a worker's name carries its
+/// host and process id, so every restart adds new ones). A consumer with pending entries is
+/// kept: deleting it would drop them from the group's pending list, where `XAUTOCLAIM`
+/// finds them. At most ARGV[3] a call. KEYS: stream. ARGV: group, idle ms, max. Returns
+/// how many were removed.
+const PRUNE: &str = r#"
+local list = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(list) ~= 'table' or list.err then return 0 end
+local idle_ms, max, n = tonumber(ARGV[2]), tonumber(ARGV[3]), 0
+for _, c in ipairs(list) do
+  if n >= max then break end
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if tonumber(f['pending']) == 0 and tonumber(f['idle']) > idle_ms then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+"#;
+
 /// The scripts, hashed once.
 pub struct Scripts {
     pub ensure_group: Script,
@@ -217,6 +239,7 @@ pub struct Scripts {
     pub requeue: Script,
     pub remove: Script,
     pub depth: Script,
+    pub prune: Script,
 }
 
 impl Scripts {
@@ -233,6 +256,7 @@ impl Scripts {
             requeue: Script::new(REQUEUE),
             remove: Script::new(REMOVE),
             depth: Script::new(DEPTH),
+            prune: Script::new(PRUNE),
         }
     }
 }

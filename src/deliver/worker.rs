@@ -26,6 +26,12 @@ const WAIT: Duration = Duration::from_millis(500);
 const MAX_ANSWER: usize = 64 * 1024;
 /// How often the queue gauges are refreshed.
 const GAUGES: Duration = Duration::from_secs(2);
+/// Every this many gauge refreshes (about a minute), the names of workers idle longer than
+/// [`GONE`] are forgotten: every restart of every replica adds four, and a Redis consumer
+/// group would keep them all.
+const PRUNE_EVERY: u32 = 30;
+/// A live worker asks the queue at least every `WAIT` (or holds a lease, and is kept).
+const GONE: Duration = Duration::from_secs(600);
 
 pub struct Workers {
     store: Arc<Store>,
@@ -57,8 +63,13 @@ impl BackgroundService for Workers {
             }));
         }
         let mut stop = shutdown.clone();
+        let mut round: u32 = 0;
         loop {
             gauges(&self.store.load()).await;
+            if round.is_multiple_of(PRUNE_EVERY) {
+                prune(&self.store.load()).await;
+            }
+            round = round.wrapping_add(1);
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tokio::time::sleep(GAUGES) => {}
@@ -274,6 +285,18 @@ fn count(route: &str, outcome: &str) {
 fn log_store(r: Result<(), super::queue::QueueError>) {
     if let Err(e) = r {
         tracing::warn!(error = %e, "a delivery outcome could not be recorded");
+    }
+}
+
+/// Forgets the names of workers gone (of this replica's earlier runs, or of others).
+async fn prune(snapshot: &Snapshot) {
+    if claim_after(snapshot).is_none() {
+        return;
+    }
+    match snapshot.state.queue.prune_workers(GONE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "forgot the names of delivery workers gone"),
+        Err(e) => tracing::warn!(error = %e, "delivery workers gone could not be forgotten"),
     }
 }
 

@@ -71,6 +71,15 @@ pub fn backend(
             &format!("{at}.backend"),
             "`backend: redis` needs a `redis` mapping with at least `url`",
         )),
+        // Every key set the gateway keeps together carries its own hash tag after the
+        // prefix; a brace in the prefix would make Redis Cluster hash that instead.
+        (StoreBackend::Redis, Some(r)) if r.prefix.contains(['{', '}']) => Err(gw.problem(
+            &format!("{at}.redis.prefix"),
+            format!(
+                "prefix {:?} has a brace: Redis Cluster would hash it instead of the gateway's own hash tags",
+                r.prefix
+            ),
+        )),
         (StoreBackend::Redis, Some(r)) => {
             let pool = crate::state::redis::RedisPool::new(r)
                 .map(std::sync::Arc::new)
