@@ -1,12 +1,14 @@
 //! Deliveries seen from outside the queue: what `sign` produces is accepted by the
 //! gateway's own Standard Webhooks verifier (a deliver route whose upstream is a verified
-//! webhook route of the same gateway), and every attempt is a trace span in the accepting
-//! request's trace.
+//! webhook route of the same gateway), every attempt is a trace span in the accepting
+//! request's trace, and an idle replica on Redis polls the queue with one worker at a time.
 
 // Test code: a failed unwrap is a failed run, as in a unit test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 
 use common::collector::{self, contains};
 use common::{client, ConfigDir, Gateway, Upstream};
@@ -101,4 +103,51 @@ async fn every_attempt_is_a_span_in_the_accepting_requests_trace() {
         drop(all);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// EVALSHA calls Redis has answered so far (`INFO commandstats`).
+async fn script_calls(redis: &redis_server::Redis) -> u64 {
+    let info = redis.inline("INFO commandstats").await;
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_replica_polls_redis_with_one_worker_at_a_time() {
+    let redis = redis_server::Redis::start().await;
+    let up = Upstream::start("up").await;
+    let store = format!(
+        "store:\n  backend: redis\n  redis: {{ url: \"{}\", timeout: 500ms }}\n",
+        redis.url()
+    );
+    let policy = format!(
+        "upstreams:\n  up: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: submit, match: {{ path: /submit }}, auth: none, deliver: {{ upstream: up }} }}\n",
+        up.target()
+    );
+    let gw = Gateway::start(&store, &[("p.yaml", &policy)]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    let before = script_calls(&redis).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let window = t.elapsed().as_secs_f64();
+    let rate = (script_calls(&redis).await - before) as f64 / window;
+    // One poller asks every 100 ms, and the gauges read the route's depth every 2 s: about
+    // 10.5 a second. Four workers polling each would make about 40.
+    assert!(
+        (5.0..=20.0).contains(&rate),
+        "{rate:.1} script calls a second while idle"
+    );
+    // A message is still taken within a poll or so.
+    let sent = Instant::now();
+    let id = submit(&gw, &[]).await;
+    assert_eq!(delivered(&gw, &id).await["status"], "delivered");
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
 }

@@ -49,15 +49,19 @@ impl BackgroundService for Workers {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into());
         let me = format!("{host}-{}", std::process::id());
         let mut tasks = Vec::new();
+        // The workers take turns asking the queue (the lock is fair), and attempt at the
+        // same time: while nothing is due, one of them polls instead of all four.
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
         for i in 0..WORKERS {
             let store = self.store.clone();
             let name = format!("{me}-{i}");
             let mut stop = shutdown.clone();
+            let turn = turn.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         _ = stop.changed() => return,
-                        _ = step(&store, &name) => {}
+                        _ = step(&store, &name, &turn) => {}
                     }
                 }
             }));
@@ -90,7 +94,7 @@ fn claim_after(snapshot: &Snapshot) -> Option<Duration> {
         .max()
 }
 
-async fn step(store: &Store, worker: &str) {
+async fn step(store: &Store, worker: &str, turn: &tokio::sync::Mutex<()>) {
     let snapshot = store.load();
     let Some(claim) = claim_after(&snapshot) else {
         // No route delivers: nothing to take (queued messages wait for one that does).
@@ -98,7 +102,11 @@ async fn step(store: &Store, worker: &str) {
         return;
     };
     let queue = snapshot.state.queue.clone();
-    match queue.next(worker, WAIT, claim).await {
+    let next = {
+        let _turn = turn.lock().await;
+        queue.next(worker, WAIT, claim).await
+    };
+    match next {
         Ok(Some(lease)) => attempt(&snapshot, &*queue, lease).await,
         Ok(None) => {}
         Err(e) => {
