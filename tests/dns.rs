@@ -148,7 +148,7 @@ async fn a_name_that_does_not_resolve_is_a_warning_and_a_503() {
     };
     let m = gw.metrics_when(|m| failures(m) >= 2.0).await;
     assert!(failures(&m) >= 2.0, "{m}");
-    assert!(gw.output().contains("does not resolve"), "{}", gw.output());
+    gw.wait_output("does not resolve").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,10 +244,8 @@ async fn invalid_file_keeps_the_old_set_and_a_fix_recovers_by_itself() {
         m.contains("gateway_config_reloads_total{result=\"failure\"} 1"),
         "{m}"
     );
-    assert!(
-        gw.output().contains("p.yaml:5:"),
-        "the error is logged with file:line"
-    );
+    // The error is logged with file:line.
+    gw.wait_output("p.yaml:5:").await;
 
     write_atomically(&policy, &version(&a.target(), &["two".into()]));
     until_status(&gw.url("/extra/two"), 200, Duration::from_secs(5)).await;
@@ -305,7 +303,7 @@ async fn sighup_and_post_reload_rebuild_the_set() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(gw.output().contains("SIGHUP received"));
+    gw.wait_output("SIGHUP received").await;
     let r = client().post(gw.admin_url("/reload")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["generation"], 3);
@@ -396,7 +394,7 @@ async fn start_time_settings_need_a_restart_live_settings_apply() {
             .status(),
         200
     );
-    assert!(gw.output().contains("restart the gateway to apply them"));
+    gw.wait_output("restart the gateway to apply them").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

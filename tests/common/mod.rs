@@ -228,6 +228,19 @@ impl Gateway {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// Waits (at most 5 s) until the output contains `needle`: log lines reach it through
+    /// the gateway's log writer thread and this harness's pipe reader, after the event
+    /// that wrote them is visible elsewhere.
+    pub async fn wait_output(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.output().contains(needle) {
+            if Instant::now() > deadline {
+                panic!("no {needle:?} in the output:\n{}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Parsed JSON access-log lines so far.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         self.lines
