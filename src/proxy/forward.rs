@@ -190,8 +190,8 @@ pub fn gateway_headers(client: &RequestHeader, up: &mut RequestHeader, ctx: &Ctx
             .get(h)
             .filter(|v| v.to_str().is_ok_and(|s| !s.trim().is_empty()))
     };
-    // The five below and a few identity headers: one growth of each map, not several (a
-    // cloned request header has no spare room).
+    // The five below and a few identity headers. A parsed header, and so its clone, has room
+    // for 8 beyond its own (vendor/pingora-http); one built otherwise (HTTP/2) grows once.
     up.reserve_headers(8);
     let prior_xff = prior(&X_FORWARDED_FOR).and_then(|p| p.to_str().ok());
     match forwarded_for(prior_xff, trusted, ctx.client.ip) {
@@ -320,12 +320,7 @@ pub fn client_response(resp: &mut ResponseHeader, ctx: &Ctx) {
             resp.remove_header(h);
         }
     }
-    // The upstream's header maps are parsed at their exact size: one growth for all the
-    // headers added below, not one for the id and another for the limit headers.
-    let limits = 3 * (usize::from(ctx.rate.is_some()) + usize::from(ctx.quota.is_some()));
-    if limits > 0 {
-        resp.reserve_headers(1 + limits);
-    }
+    // The parsed header has room for these (vendor/pingora-http: 8 beyond its own).
     let _ = resp.insert_known(&REQUEST_ID_HEADER, ctx.ids.id.clone());
     super::stage::rate_limit::add_headers(resp, ctx);
     ctx.cors_headers(resp);

@@ -159,9 +159,10 @@ impl Backend {
         quotas: &[(&quota::Quota, &str)],
     ) -> Result<Outcome, StoreError> {
         // The clock only matters to quotas (their calendar period): no read without them.
-        let now = match quotas.is_empty() {
-            true => std::time::UNIX_EPOCH,
-            false => std::time::SystemTime::now(),
+        let now = if quotas.is_empty() {
+            std::time::UNIX_EPOCH
+        } else {
+            std::time::SystemTime::now()
         };
         let (verdicts, counted) = match self {
             Backend::Memory(_) => memory::check_with(items, quotas, now),
