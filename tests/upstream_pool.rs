@@ -3,6 +3,9 @@
 //! `TransportConnector` against real sockets on loopback and check what the patch must keep
 //! from stock Pingora: reuse, the idle timeout, closing what the server closed, eviction.
 
+// Test code: a failed unwrap is a failed run, as in a unit test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::upstreams::peer::{BasicPeer, Peer};
 use std::sync::atomic::{AtomicUsize, Ordering};

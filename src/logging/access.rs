@@ -1,11 +1,10 @@
 //! The JSON access line, built by hand: the same keys as tracing's JSON formatter writes
 //! for the `access` target (`timestamp`, `level`, the fields, `target`), in one buffer
-//! reused by each thread, then one write to the non-blocking writer. tracing's path costs
+//! reused by each thread, then appended to the log sink in one piece. tracing's path costs
 //! a field visitor, a JSON map and several allocations per line.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 thread_local! {
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
@@ -47,7 +46,9 @@ fn timestamp(out: &mut String) {
 /// Whether access lines go through [`write`]: JSON format, and the `access` target enabled
 /// at info by the filter.
 pub fn fast() -> bool {
-    super::JSON_WRITER.get().is_some() && tracing::enabled!(target: "access", tracing::Level::INFO)
+    super::JSON.get().is_some()
+        && super::SINK.get().is_some()
+        && tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
 /// One access line under construction.
@@ -102,9 +103,9 @@ impl Line<'_> {
 
 /// Builds one line with `fields` and writes it.
 pub fn write(fields: impl FnOnce(&mut Line<'_>)) {
-    let Some(writer) = super::JSON_WRITER.get() else {
+    if super::SINK.get().is_none() {
         return;
-    };
+    }
     LINE.with(|buf| {
         let Ok(mut out) = buf.try_borrow_mut() else {
             return;
@@ -115,14 +116,46 @@ pub fn write(fields: impl FnOnce(&mut Line<'_>)) {
         out.push_str("\",\"level\":\"INFO\"");
         fields(&mut Line { out: &mut out });
         out.push_str(",\"target\":\"access\"}\n");
-        // One write is one line for the writer (it never splits or interleaves it).
-        let _ = writer.clone().write_all(out.as_bytes());
+        // One push is one line for the sink (it never splits or interleaves it).
+        super::push(out.as_bytes());
     });
+}
+
+/// Whether a byte of `s` must be escaped in a JSON string: a quote, a backslash or a
+/// control character. Eight bytes a step (the ids, routes and paths of most lines need
+/// nothing, and a byte-by-byte scan was the largest part of building a line).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Some byte of `x` is below `n` (exact for n <= 128; bytes of 0x80 and above never match).
+    let below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGHS;
+    let zero_byte = |x: u64| below(x, 1);
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let Ok(bytes) = <[u8; 8]>::try_from(c) else {
+            return true;
+        };
+        let x = u64::from_le_bytes(bytes);
+        let quote = zero_byte(x ^ (u64::from(b'"') * ONES));
+        let backslash = zero_byte(x ^ (u64::from(b'\\') * ONES));
+        if below(x, 0x20) | quote | backslash != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// `s` as a JSON string.
 fn escape(out: &mut String, s: &str) {
     out.push('"');
+    if !needs_escape(s.as_bytes()) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let rep = match b {
@@ -163,6 +196,28 @@ mod tests {
                 "{out}"
             );
             assert_eq!(out.len(), "2026-12-06T09:39:07.188107Z".len(), "{out}");
+        }
+    }
+
+    #[test]
+    fn the_wide_escape_check_agrees_with_a_byte_by_byte_one() {
+        let naive = |s: &[u8]| s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for len in [0usize, 1, 7, 8, 9, 16, 17, 24] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(needs_escape(&s), naive(&s), "byte {b:#x} at {at} of {len}");
+                    // Beside bytes of 0x80 and above (UTF-8), which must not trip it.
+                    let mut hi = vec![0xc3u8; len];
+                    hi[at] = b;
+                    assert_eq!(
+                        needs_escape(&hi),
+                        naive(&hi),
+                        "byte {b:#x} at {at} of {len}"
+                    );
+                }
+            }
         }
     }
 
