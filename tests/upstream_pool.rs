@@ -190,3 +190,32 @@ async fn a_connection_evicted_from_a_full_pool_is_closed_and_reported() {
         "the newer connection stays pooled"
     );
 }
+
+#[test]
+fn the_sweep_starts_again_when_its_runtime_is_gone() {
+    let c = connector(8);
+    // The first release starts the sweep on this runtime, which then shuts down.
+    let first = tokio::runtime::Runtime::new().unwrap();
+    first.block_on(async {
+        let (port, _closed, _) = server(None).await;
+        let peer = BasicPeer::new(&format!("127.0.0.1:{port}"));
+        let stream = c.new_stream(&peer).await.unwrap();
+        c.release_stream(stream, peer.reuse_hash(), Some(Duration::from_secs(60)));
+    });
+    drop(first);
+    // A connection released on another runtime is still watched: closed here once the
+    // server closes it.
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let (port, _closed, _) = server(Some(Duration::from_millis(50))).await;
+        let peer = BasicPeer::new(&format!("127.0.0.1:{port}"));
+        let stream = c.new_stream(&peer).await.unwrap();
+        c.release_stream(stream, peer.reuse_hash(), Some(Duration::from_secs(60)));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while close_wait_to(port) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(close_wait_to(port), 0, "no sweep watched the connection");
+    });
+}

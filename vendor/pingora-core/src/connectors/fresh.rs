@@ -81,6 +81,8 @@ impl FreshList {
 /// Every [`SWEEP`], until the connector is gone: each listed connection that was taken or
 /// evicted meanwhile is forgotten, each still idle gets its watcher.
 async fn sweep(list: Weak<FreshList>, pool: Weak<Pool>, callback: Option<PoolCallback>) {
+    // If the runtime this runs on shuts down, the next release starts a new sweep.
+    let _running = Running(list.clone());
     let mut batch = Vec::new();
     loop {
         tokio::time::sleep(SWEEP).await;
@@ -93,6 +95,17 @@ async fn sweep(list: Weak<FreshList>, pool: Weak<Pool>, callback: Option<PoolCal
         }
         for fresh in batch.drain(..) {
             settle(fresh, &pool, &callback);
+        }
+    }
+}
+
+/// Marks the sweep as stopped when its task ends or is dropped.
+struct Running(Weak<FreshList>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(list) = self.0.upgrade() {
+            list.sweeping.store(false, Ordering::Release);
         }
     }
 }
