@@ -194,8 +194,13 @@ async fn a_connection_evicted_from_a_full_pool_is_closed_and_reported() {
 #[test]
 fn the_sweep_starts_again_when_its_runtime_is_gone() {
     let c = connector(8);
-    // The first release starts the sweep on this runtime, which then shuts down.
-    let first = tokio::runtime::Runtime::new().unwrap();
+    // The first release starts the sweep on this runtime, which then shuts down. A
+    // current-thread runtime runs no task outside `block_on`: the sweep's task is dropped
+    // before it ever ran (what a busy runtime shutting down can also do).
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     first.block_on(async {
         let (port, _closed, _) = server(None).await;
         let peer = BasicPeer::new(&format!("127.0.0.1:{port}"));

@@ -69,10 +69,12 @@ impl FreshList {
             listed.push(fresh);
         }
         if !self.sweeping.swap(true, Ordering::AcqRel) {
-            let list = Arc::downgrade(self);
+            // Made here, not inside the task: a task dropped before it first runs (its
+            // runtime shut down) still drops the mark and so clears the flag.
+            let running = Running(Arc::downgrade(self));
             let pool = Arc::downgrade(pool);
             let callback = callback.clone();
-            pingora_runtime::current_handle().spawn(sweep(list, pool, callback));
+            pingora_runtime::current_handle().spawn(sweep(running, pool, callback));
         }
         Ok(())
     }
@@ -80,9 +82,10 @@ impl FreshList {
 
 /// Every [`SWEEP`], until the connector is gone: each listed connection that was taken or
 /// evicted meanwhile is forgotten, each still idle gets its watcher.
-async fn sweep(list: Weak<FreshList>, pool: Weak<Pool>, callback: Option<PoolCallback>) {
-    // If the runtime this runs on shuts down, the next release starts a new sweep.
-    let _running = Running(list.clone());
+/// If the runtime it runs on shuts down, `running` is dropped with it, and the next release
+/// starts a new sweep.
+async fn sweep(running: Running, pool: Weak<Pool>, callback: Option<PoolCallback>) {
+    let list = running.0.clone();
     let mut batch = Vec::new();
     loop {
         tokio::time::sleep(SWEEP).await;
