@@ -78,6 +78,16 @@ fn close_wait_to(port: u16) -> usize {
         .count()
 }
 
+/// [`close_wait_to`] once it is 0, or after 3 s: a sweep and a watcher have had their chance.
+async fn close_wait_settled(port: u16) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while close_wait_to(port) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    close_wait_to(port)
+}
+
 #[tokio::test]
 async fn a_connection_taken_again_at_once_is_reused_and_not_closed() {
     let (port, mut closed, accepted) = server(None).await;
@@ -142,13 +152,8 @@ async fn a_connection_the_server_closes_is_closed_here_too() {
     let stream = c.new_stream(&peer).await.unwrap();
     c.release_stream(stream, peer.reuse_hash(), Some(Duration::from_secs(60)));
     // Without a watcher the socket would stay in CLOSE_WAIT until the pool is used again.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    while close_wait_to(port) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(
-        close_wait_to(port),
+        close_wait_settled(port).await,
         0,
         "the closed connection is still open here"
     );
@@ -216,11 +221,10 @@ fn the_sweep_starts_again_when_its_runtime_is_gone() {
         let peer = BasicPeer::new(&format!("127.0.0.1:{port}"));
         let stream = c.new_stream(&peer).await.unwrap();
         c.release_stream(stream, peer.reuse_hash(), Some(Duration::from_secs(60)));
-        let deadline = Instant::now() + Duration::from_secs(3);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        while close_wait_to(port) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(close_wait_to(port), 0, "no sweep watched the connection");
+        assert_eq!(
+            close_wait_settled(port).await,
+            0,
+            "no sweep watched the connection"
+        );
     });
 }
