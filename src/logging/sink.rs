@@ -22,6 +22,9 @@ use std::time::Duration;
 const GATHER: Duration = Duration::from_millis(5);
 /// The longest an idle writer sleeps without being woken (a safety net only).
 const IDLE: Duration = Duration::from_secs(1);
+/// The longest [`Sink::close`] waits for the output (a stdout nobody reads must not keep the
+/// process from exiting).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Sink {
     buf: Mutex<Vec<u8>>,
@@ -90,12 +93,19 @@ impl Sink {
     }
 
     /// Writes out everything pushed so far and stops the writer; later lines are dropped.
+    /// Waits at most [`CLOSE_WAIT`] for the output; past it the writer is left behind.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);
         let handle = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(h) = handle {
             h.thread().unpark();
-            let _ = h.join();
+            let start = std::time::Instant::now();
+            while !h.is_finished() && start.elapsed() < CLOSE_WAIT {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
         }
     }
 
@@ -207,8 +217,16 @@ mod tests {
         }
         // 1000 bytes hold ten 100-byte lines.
         assert_eq!(sink.dropped(), 10);
-        drop(shut);
+        // Closing while the output is still stuck gives up after its bound, not never.
+        let closing = Instant::now();
         sink.close();
+        assert!(closing.elapsed() < CLOSE_WAIT + Duration::from_secs(1));
+        // Let go, the writer left behind still writes what it held, then ends.
+        drop(shut);
+        let start = Instant::now();
+        while text(&out).lines().count() < 11 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let text = text(&out);
         assert_eq!(text.lines().count(), 11, "{text}");
         assert!(text.starts_with("first\n"));
